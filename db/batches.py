@@ -1,0 +1,233 @@
+"""Reading and writing batches. Every function takes the session of its caller's
+transaction; ``db.engine.transaction`` / ``unit_of_work`` own the boundaries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from scrapersky.batch import BatchStatus, DomainOutcome, DomainStatus, batch_status_for, utcnow
+from scrapersky.errors import BatchNotFound
+
+from .models import BatchJob, DomainResult
+
+__all__ = [
+    "PROCESSOR_TYPE",
+    "BatchStatusReport",
+    "open_batch",
+    "record_outcomes",
+    "end_batch",
+    "get_batch_status",
+]
+
+PROCESSOR_TYPE = "domain_metadata"
+
+
+class BatchStatusReport(BaseModel):
+    """A batch as users read it (the fields of the old BatchStatusResponse)."""
+
+    batch_id: UUID
+    status: str
+    total_domains: int
+    completed_domains: int
+    failed_domains: int
+    progress: float  # percent, 0-100
+    created_at: datetime | None
+    updated_at: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
+    processing_time: float | None
+    domain_statuses: dict[str, dict[str, Any]]
+    error: str | None
+    metadata: dict[str, Any]
+
+
+async def _locked_batch(session: AsyncSession, batch_id: UUID, tenant_id: UUID) -> BatchJob:
+    row = await session.scalar(
+        select(BatchJob).where(BatchJob.batch_id == batch_id).with_for_update()
+    )
+    if row is None or row.tenant_id != tenant_id:
+        raise BatchNotFound(f"batch {batch_id} not found")
+    return row
+
+
+async def open_batch(
+    session: AsyncSession,
+    *,
+    batch_id: UUID,
+    tenant_id: UUID,
+    domains: Iterable[str],
+    input_summary: dict[str, int],
+    options: dict[str, Any],
+    flow_run_id: str | None,
+) -> set[str]:
+    """Create the batch row, or adopt an existing one of the same tenant, as ``running``.
+
+    Returns the domains an earlier run of this batch already completed.
+    """
+    now = utcnow()
+    row = await session.scalar(
+        select(BatchJob).where(BatchJob.batch_id == batch_id).with_for_update()
+    )
+    if row is None:
+        row = BatchJob(
+            batch_id=batch_id,
+            tenant_id=tenant_id,
+            processor_type=PROCESSOR_TYPE,
+            status=BatchStatus.PENDING,
+            batch_metadata={},
+        )
+        session.add(row)
+    elif row.tenant_id != tenant_id:
+        raise BatchNotFound(f"batch {batch_id} not found")
+    metadata = dict(row.batch_metadata or {})
+    statuses: dict[str, dict[str, Any]] = dict(metadata.get("domain_statuses") or {})
+    keys = set(statuses) | set(domains)
+    metadata.update(flow_run_id=flow_run_id, input=input_summary, domain_statuses=statuses)
+    row.batch_metadata = metadata
+    row.options = options
+    row.total_domains = len(keys)
+    row.status = BatchStatus.RUNNING
+    row.start_time = now
+    row.end_time = None
+    row.processing_time = None
+    row.error = None
+    row.updated_at = now
+    return {d for d, entry in statuses.items() if entry.get("status") == DomainStatus.COMPLETED}
+
+
+async def record_outcomes(
+    session: AsyncSession,
+    *,
+    batch_id: UUID,
+    tenant_id: UUID,
+    outcomes: Iterable[DomainOutcome],
+) -> BatchStatus:
+    """Store the domains' outcomes and the batch's final counts, progress and status."""
+    row = await _locked_batch(session, batch_id, tenant_id)
+    metadata = dict(row.batch_metadata or {})
+    statuses: dict[str, dict[str, Any]] = dict(metadata.get("domain_statuses") or {})
+    results: list[dict[str, Any]] = []
+    for outcome in outcomes:
+        statuses[outcome.domain] = outcome.status_entry()
+        if outcome.metadata is not None:
+            results.append(
+                {
+                    "batch_id": batch_id,
+                    "domain": outcome.domain,
+                    "final_url": outcome.final_url,
+                    "site_metadata": outcome.metadata,
+                    "updated_at": utcnow(),
+                }
+            )
+    if results:
+        await _upsert_results(session, results)
+
+    completed = sum(1 for e in statuses.values() if e.get("status") == DomainStatus.COMPLETED)
+    failed = sum(1 for e in statuses.values() if e.get("status") == DomainStatus.FAILED)
+    total = max(row.total_domains, len(statuses))
+    status = batch_status_for(completed=completed, failed=failed)
+    now = utcnow()
+    metadata["domain_statuses"] = statuses
+    row.batch_metadata = metadata
+    row.total_domains = total
+    row.completed_domains = completed
+    row.failed_domains = failed
+    row.progress = round(100.0 * (completed + failed) / total, 2) if total else 100.0
+    row.status = status
+    row.end_time = now
+    if row.start_time is not None:
+        row.processing_time = (now - _aware(row.start_time)).total_seconds()
+    row.updated_at = now
+    return status
+
+
+async def _upsert_results(session: AsyncSession, results: list[dict[str, Any]]) -> None:
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(DomainResult)
+    statement = statement.on_conflict_do_update(
+        index_elements=[DomainResult.batch_id, DomainResult.domain],
+        set_={
+            "final_url": statement.excluded.final_url,
+            "site_metadata": statement.excluded.site_metadata,
+            "updated_at": statement.excluded.updated_at,
+        },
+    )
+    await session.execute(statement, results)
+
+
+async def end_batch(
+    session: AsyncSession, *, batch_id: UUID, status: BatchStatus, error: str
+) -> bool:
+    """Mark a batch that is still pending or running as ended (failed or cancelled).
+
+    A batch that already has a final status keeps it. Returns whether the row changed.
+    """
+    row = await session.scalar(
+        select(BatchJob).where(BatchJob.batch_id == batch_id).with_for_update()
+    )
+    if row is None or row.status not in (BatchStatus.PENDING, BatchStatus.RUNNING):
+        return False
+    now = utcnow()
+    row.status = status
+    row.error = error
+    row.end_time = now
+    if row.start_time is not None:
+        row.processing_time = (now - _aware(row.start_time)).total_seconds()
+    row.updated_at = now
+    return True
+
+
+async def get_batch_status(
+    session: AsyncSession, batch_id: UUID, tenant_id: UUID
+) -> BatchStatusReport:
+    """The batch as users read it; another tenant's batch is not found."""
+    row = await session.scalar(
+        select(BatchJob).where(BatchJob.batch_id == batch_id, BatchJob.tenant_id == tenant_id)
+    )
+    if row is None:
+        raise BatchNotFound(f"batch {batch_id} not found")
+    metadata = dict(row.batch_metadata or {})
+    statuses = metadata.pop("domain_statuses", None) or {}
+    found = await session.execute(
+        select(DomainResult.domain, DomainResult.site_metadata).where(
+            DomainResult.batch_id == batch_id
+        )
+    )
+    site_metadata = dict(found.tuples().all())
+    domain_statuses = {
+        domain: {**entry, "metadata": site_metadata.get(domain)}
+        for domain, entry in statuses.items()
+    }
+    return BatchStatusReport(
+        batch_id=row.batch_id,
+        status=row.status,
+        total_domains=row.total_domains or 0,
+        completed_domains=row.completed_domains or 0,
+        failed_domains=row.failed_domains or 0,
+        progress=row.progress or 0.0,
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+        start_time=_aware(row.start_time),
+        end_time=_aware(row.end_time),
+        processing_time=row.processing_time,
+        domain_statuses=domain_statuses,
+        error=row.error,
+        metadata=metadata,
+    )
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without their zone; they were written in UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment

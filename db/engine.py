@@ -1,0 +1,98 @@
+"""The database engine and the unit-of-work session.
+
+One factory, ``create_engine``, builds the async engine from ``DATABASE_URL``.
+PostgreSQL goes through asyncpg configured to survive a transaction-mode pooler
+(Supabase's Supavisor on port 6543, PgBouncer): no prepared-statement caches, no
+session state, a small pre-pinged pool. The default is a SQLite file, so the
+quickstart needs no server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+
+from scrapersky.errors import ConfigError
+from scrapersky.settings import Settings
+
+from .models import Base
+
+__all__ = ["create_engine", "database_url", "transaction", "unit_of_work", "init_schema"]
+
+APPLICATION_NAME = "scrapersky-batch"
+POOLER_SAFE_CONNECT_ARGS = {
+    # asyncpg's own statement cache and SQLAlchemy's prepared-statement cache both
+    # name statements per connection; behind a transaction-mode pooler the next
+    # transaction may land on another server connection ("prepared statement ...
+    # does not exist / already exists"). Both off; asyncpg >= 0.31 then uses
+    # unnamed statements only.
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    # Poolers reject unknown startup parameters; application_name is accepted.
+    "server_settings": {"application_name": APPLICATION_NAME},
+}
+
+
+def database_url(url: str | URL | None = None) -> URL:
+    """The URL to use, with plain postgresql:// URLs mapped to the asyncpg driver."""
+    raw = url if url is not None else Settings().database_url
+    try:
+        parsed = make_url(raw)
+    except ArgumentError:
+        raise ConfigError("DATABASE_URL is not a database URL") from None
+    if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    if parsed.drivername == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    if parsed.drivername not in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+        raise ConfigError(
+            f"unsupported database driver {parsed.drivername!r}: use postgresql:// or sqlite://"
+        )
+    return parsed
+
+
+def create_engine(url: str | URL | None = None) -> AsyncEngine:
+    """The async engine for ``url`` (default: ``DATABASE_URL``)."""
+    parsed = database_url(url)
+    if parsed.drivername == "postgresql+asyncpg":
+        return create_async_engine(
+            parsed,
+            connect_args=dict(POOLER_SAFE_CONNECT_ARGS),
+            pool_pre_ping=True,
+            pool_size=2,
+            max_overflow=3,
+            pool_recycle=300,
+        )
+    return create_async_engine(parsed, connect_args={"timeout": 30})
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """One session, one transaction: committed on success, rolled back on error."""
+    async with AsyncSession(engine, expire_on_commit=False) as session, session.begin():
+        yield session
+
+
+@asynccontextmanager
+async def unit_of_work(url: str | URL | None = None) -> AsyncIterator[AsyncSession]:
+    """An engine for one piece of work (a Prefect task), one transaction, then disposal.
+
+    Tasks may run on different event loops; an asyncpg connection belongs to the
+    loop that opened it, so a task never borrows another task's engine.
+    """
+    engine = create_engine(url)
+    try:
+        async with transaction(engine) as session:
+            yield session
+    finally:
+        await engine.dispose()
+
+
+async def init_schema(engine: AsyncEngine) -> None:
+    """Create the tables that do not exist yet (idempotent)."""
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)

@@ -1,0 +1,74 @@
+"""The tables: ``batch_jobs`` (one row a batch) and ``domain_results`` (one row a scraped domain).
+
+``batch_jobs`` matches the existing ScraperSky table so it can be adopted as is.
+Per-domain statuses live in ``batch_metadata["domain_statuses"]`` (compact: status,
+error, timings); there is no ``domain_statuses`` column. The extracted metadata,
+the bulky part, lives in ``domain_results`` keyed by (batch_id, domain).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Text, Uuid, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncAttrs
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from scrapersky.batch import utcnow
+
+__all__ = ["Base", "BatchJob", "DomainResult"]
+
+
+class Base(AsyncAttrs, DeclarativeBase):
+    type_annotation_map = {
+        dict[str, Any]: JSON().with_variant(JSONB(), "postgresql"),
+        datetime: DateTime(timezone=True),
+        uuid.UUID: Uuid(),
+        str: Text(),
+    }
+
+
+class BatchJob(Base):
+    """One batch: its progress, its outcome and every domain's status."""
+
+    __tablename__ = "batch_jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    processor_type: Mapped[str]
+    status: Mapped[str]
+    created_by: Mapped[uuid.UUID | None]
+    total_domains: Mapped[int] = mapped_column(default=0)
+    completed_domains: Mapped[int] = mapped_column(default=0)
+    failed_domains: Mapped[int] = mapped_column(default=0)
+    progress: Mapped[float] = mapped_column(default=0.0)  # percent, 0-100
+    batch_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    start_time: Mapped[datetime | None]
+    end_time: Mapped[datetime | None]
+    processing_time: Mapped[float | None]  # seconds
+    error: Mapped[str | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+
+class DomainResult(Base):
+    """The site metadata extracted for one domain of one batch."""
+
+    __tablename__ = "domain_results"
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("batch_jobs.batch_id", ondelete="CASCADE"), primary_key=True
+    )
+    domain: Mapped[str] = mapped_column(primary_key=True)
+    final_url: Mapped[str | None]
+    site_metadata: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now()
+    )

@@ -1,0 +1,112 @@
+"""Turning what users submit into domains: normalise, de-duplicate, refuse visibly."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import idna
+
+from .errors import BatchTooLarge, EmptyBatch, InvalidDomain
+
+__all__ = ["normalize_domain", "DomainPlan", "plan_domains"]
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_MAX_ENTRY_CHARS = 255  # an invalid entry is recorded under (at most) this much of itself
+
+
+def normalize_domain(entry: str) -> str:
+    """A bare, lowercase, ASCII (IDNA) domain from a domain or URL; raises InvalidDomain."""
+    text = entry.strip()
+    if not text:
+        raise InvalidDomain("empty entry")
+    if any(ch.isspace() for ch in text):
+        raise InvalidDomain(f"{text!r} contains whitespace")
+    try:
+        parts = urlsplit(text if "://" in text else f"//{text}")
+        host = parts.hostname
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidDomain(f"{text!r} is not a domain or URL: {exc}") from None
+    if "://" in text and parts.scheme.lower() not in ("http", "https"):
+        raise InvalidDomain(f"{text!r}: only http and https URLs can be scraped")
+    if not host:
+        raise InvalidDomain(f"{text!r} has no host name")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidDomain(f"{text!r} carries credentials; give the domain alone")
+    if port is not None:
+        raise InvalidDomain(f"{text!r} names a port; a batch scrapes the domain's homepage")
+    host = host.rstrip(".")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        raise InvalidDomain(f"{text!r} is an IP address, not a domain")
+    try:
+        ascii_host = idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise InvalidDomain(f"{text!r} is not a valid domain name: {exc}") from None
+    labels = ascii_host.split(".")
+    if len(labels) < 2:
+        raise InvalidDomain(f"{text!r} has no top-level domain")
+    if len(ascii_host) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise InvalidDomain(f"{text!r} is not a valid domain name")
+    return ascii_host
+
+
+@dataclass
+class DomainPlan:
+    """The domains of a batch: what to fetch, what was refused, what was repeated."""
+
+    domains: list[str] = field(default_factory=list)
+    invalid: dict[str, InvalidDomain] = field(default_factory=dict)  # entry -> why
+    submitted: int = 0
+    duplicates: int = 0
+
+    @property
+    def total(self) -> int:
+        return len(self.domains) + len(self.invalid)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "submitted": self.submitted,
+            "duplicates": self.duplicates,
+            "invalid": len(self.invalid),
+            "domains": len(self.domains),
+        }
+
+
+def plan_domains(entries: list[str], *, max_batch_size: int) -> DomainPlan:
+    """Normalise and de-duplicate entries; invalid ones are kept with their reason.
+
+    Raises EmptyBatch or BatchTooLarge before any work is done.
+    """
+    plan = DomainPlan(submitted=len(entries))
+    seen: set[str] = set()
+    for entry in entries:
+        try:
+            key = normalize_domain(entry)
+        except InvalidDomain as exc:
+            key = entry.strip()[:_MAX_ENTRY_CHARS] or "<empty>"
+            if key in plan.invalid:
+                plan.duplicates += 1
+            else:
+                exc.attempts = 0  # refused before any fetch
+                plan.invalid[key] = exc
+            continue
+        if key in seen:
+            plan.duplicates += 1
+            continue
+        seen.add(key)
+        plan.domains.append(key)
+    if plan.total == 0:
+        raise EmptyBatch("the batch has no domains")
+    if plan.total > max_batch_size:
+        raise BatchTooLarge(
+            f"the batch has {plan.total} distinct domains; the limit is {max_batch_size} "
+            "(SCRAPERSKY_MAX_BATCH_SIZE): split it into several batches"
+        )
+    return plan

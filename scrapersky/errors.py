@@ -1,0 +1,185 @@
+"""The project's exceptions.
+
+    ScraperSkyError                      every error this project raises on purpose
+    +-- DomainError                      one domain could not be scraped (recorded, never fatal)
+    |   +-- InvalidDomain                invalid_domain       permanent
+    |   +-- DNSFailed                    dns_error            permanent (the name does not exist)
+    |   +-- ConnectFailed                connect_error        transient
+    |   +-- FetchTimeout                 timeout              transient
+    |   +-- NetworkFailed                network_error        transient (connection broke mid-response)
+    |   +-- HTTPStatusFailed             http_error           transient for 408, 429 and 5xx only
+    |   +-- TooManyRedirects             too_many_redirects   permanent
+    |   +-- NotHTML                      not_html             permanent
+    |   +-- EmptyBody                    empty_body           permanent
+    +-- BatchError                       a whole batch is refused
+    |   +-- BatchTooLarge                batch_too_large
+    |   +-- EmptyBatch                   empty_batch
+    |   +-- BatchNotFound                batch_not_found (also: another tenant's batch)
+    +-- ConfigError                      config_error         a setting cannot be used
+
+Each class carries a stable ``error_type`` code; code decides on the class, never on
+the message. Retry decisions live in one place: ``DomainError.retryable``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ScraperSkyError",
+    "DomainError",
+    "InvalidDomain",
+    "DNSFailed",
+    "ConnectFailed",
+    "FetchTimeout",
+    "NetworkFailed",
+    "HTTPStatusFailed",
+    "TooManyRedirects",
+    "NotHTML",
+    "EmptyBody",
+    "BatchError",
+    "BatchTooLarge",
+    "EmptyBatch",
+    "BatchNotFound",
+    "ConfigError",
+    "TRANSIENT_HTTP_STATUSES",
+]
+
+#: HTTP statuses worth another attempt (Scrapy's RETRY_HTTP_CODES, plus every 5xx).
+TRANSIENT_HTTP_STATUSES = frozenset({408, 429, 522, 524})
+
+
+def _rebuild(cls: type[ScraperSkyError], message: str, state: dict[str, Any]) -> ScraperSkyError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class ScraperSkyError(Exception):
+    """Root of every error this project raises on purpose."""
+
+    error_type = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only constructors do not survive the default pickling; Prefect
+        # pickles exceptions into task states.
+        return (_rebuild, (type(self), str(self), dict(self.__dict__)))
+
+
+class DomainError(ScraperSkyError):
+    """One domain could not be scraped."""
+
+    error_type = "domain_error"
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        final_url: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.final_url = final_url
+        self.attempts = 1
+
+
+class InvalidDomain(DomainError):
+    """The entry is not a domain name we can scrape."""
+
+    error_type = "invalid_domain"
+
+
+class DNSFailed(DomainError):
+    """The domain name does not resolve."""
+
+    error_type = "dns_error"
+
+
+class ConnectFailed(DomainError):
+    """No connection could be opened (refused, unreachable, TLS handshake failed)."""
+
+    error_type = "connect_error"
+    retryable = True
+
+
+class FetchTimeout(DomainError):
+    """A connect, read or whole-fetch deadline passed."""
+
+    error_type = "timeout"
+    retryable = True
+
+
+class NetworkFailed(DomainError):
+    """The connection broke while the response was being read."""
+
+    error_type = "network_error"
+    retryable = True
+
+
+class HTTPStatusFailed(DomainError):
+    """The server answered with an error status."""
+
+    error_type = "http_error"
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        status = self.http_status or 0
+        return status >= 500 or status in TRANSIENT_HTTP_STATUSES
+
+
+class TooManyRedirects(DomainError):
+    """The redirect chain was longer than allowed."""
+
+    error_type = "too_many_redirects"
+
+
+class NotHTML(DomainError):
+    """The homepage is not an HTML document."""
+
+    error_type = "not_html"
+
+
+class EmptyBody(DomainError):
+    """The homepage answered with no content."""
+
+    error_type = "empty_body"
+
+
+class BatchError(ScraperSkyError):
+    """A whole batch is refused."""
+
+    error_type = "batch_error"
+
+
+class BatchTooLarge(BatchError):
+    """More domains than the configured batch size limit."""
+
+    error_type = "batch_too_large"
+
+
+class EmptyBatch(BatchError):
+    """A batch with no domains in it."""
+
+    error_type = "empty_batch"
+
+
+class BatchNotFound(BatchError):
+    """No batch with that id for that tenant."""
+
+    error_type = "batch_not_found"
+
+
+class ConfigError(ScraperSkyError):
+    """A setting cannot be used."""
+
+    error_type = "config_error"

@@ -1,0 +1,101 @@
+"""The batch's database steps: open it (create or adopt the row) and persist its outcome.
+
+Each task owns its transaction through ``db.engine.unit_of_work`` and retries, with
+backoff, only when the database could not be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import UUID
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+from prefect.tasks import exponential_backoff
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from db import batches
+from db.engine import create_engine, database_url, init_schema, unit_of_work
+from scrapersky.batch import BatchStatus, DomainOutcome
+
+__all__ = ["open_batch", "persist_batch", "DATABASE_RETRIES"]
+
+DATABASE_RETRIES = 4
+
+
+def _database_unreachable(task: Task, run: TaskRun, state: State) -> bool:
+    try:
+        state.result()
+    except (OSError, asyncio.TimeoutError, OperationalError, InterfaceError):
+        return True
+    except DBAPIError as error:
+        return bool(error.connection_invalidated)
+    except Exception:
+        return False
+    return False
+
+
+_database_task = dict(
+    retries=DATABASE_RETRIES,
+    retry_delay_seconds=exponential_backoff(backoff_factor=1.0),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_database_unreachable,
+    cache_policy=NO_CACHE,
+)
+
+
+async def _prepare_embedded_database() -> None:
+    # The embedded SQLite default creates its tables on first use; a PostgreSQL
+    # schema is created on purpose, with `scrapersky db init`.
+    if database_url().get_backend_name() == "sqlite":
+        engine = create_engine()
+        try:
+            await init_schema(engine)
+        finally:
+            await engine.dispose()
+
+
+@task(name="open-batch", **_database_task)
+def open_batch(
+    *,
+    batch_id: UUID,
+    tenant_id: UUID,
+    domains: list[str],
+    input_summary: dict[str, int],
+    options: dict[str, Any],
+    flow_run_id: str | None,
+) -> set[str]:
+    """Mark the batch ``running`` (creating its row if needed); returns domains already done."""
+
+    async def run() -> set[str]:
+        await _prepare_embedded_database()
+        async with unit_of_work() as session:
+            return await batches.open_batch(
+                session,
+                batch_id=batch_id,
+                tenant_id=tenant_id,
+                domains=domains,
+                input_summary=input_summary,
+                options=options,
+                flow_run_id=flow_run_id,
+            )
+
+    # Sync tasks with a short-lived loop each: an async task called from a sync flow
+    # hands back a coroutine, and asyncpg connections must not cross event loops.
+    return asyncio.run(run())
+
+
+@task(name="persist-batch", **_database_task)
+def persist_batch(*, batch_id: UUID, tenant_id: UUID, outcomes: list[DomainOutcome]) -> BatchStatus:
+    """Write every outcome, the counts, progress, status and timings in one transaction."""
+
+    async def run() -> BatchStatus:
+        async with unit_of_work() as session:
+            return await batches.record_outcomes(
+                session, batch_id=batch_id, tenant_id=tenant_id, outcomes=outcomes
+            )
+
+    return asyncio.run(run())

@@ -1,0 +1,98 @@
+"""The per-domain task: fetch the homepage, extract its metadata, say what happened."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.runtime import task_run
+from prefect.states import State
+from prefect.tasks import exponential_backoff
+
+from scrapersky.batch import BatchOptions, DomainOutcome, DomainStatus, utcnow
+from scrapersky.errors import DomainError
+
+from .extract import extract_metadata
+from .fetch import client_for, fetch_homepage
+
+__all__ = ["scrape_domain", "scrape_domain_for", "outcome_from_error"]
+
+
+def _is_transient(task: Task, run: TaskRun, state: State) -> bool:
+    """Retry only what may succeed next time; the decision is the error class's."""
+    try:
+        state.result()
+    except DomainError as error:
+        return error.retryable
+    except Exception:
+        return False  # a bug does not get better by trying again
+    return False
+
+
+@task(
+    name="scrape-domain",
+    task_run_name="scrape {domain}",
+    retry_condition_fn=_is_transient,
+    cache_policy=NO_CACHE,
+)
+def scrape_domain(domain: str, options: BatchOptions) -> DomainOutcome:
+    """One domain's outcome; raises a DomainError (with timings) when it fails."""
+    started_at = utcnow()
+    clock = time.perf_counter()
+    try:
+        page = fetch_homepage(client_for(options), domain, options=options)
+        metadata = extract_metadata(page.body, page.headers, page.url)
+    except DomainError as error:
+        error.attempts = task_run.run_count
+        error.started_at = started_at
+        error.elapsed_ms = round((time.perf_counter() - clock) * 1000)
+        raise
+    return DomainOutcome(
+        domain=domain,
+        status=DomainStatus.COMPLETED,
+        attempts=task_run.run_count,
+        http_status=page.status_code,
+        final_url=page.url,
+        elapsed_ms=round((time.perf_counter() - clock) * 1000),
+        truncated=page.truncated,
+        started_at=started_at,
+        finished_at=utcnow(),
+        metadata=metadata.model_dump(mode="json"),
+    )
+
+
+def scrape_domain_for(options: BatchOptions) -> Task:
+    """The task with this batch's retry policy: exponential backoff with jitter."""
+    return scrape_domain.with_options(
+        retries=options.retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=options.retry_backoff),
+        retry_jitter_factor=0.5 if options.retry_backoff else None,
+    )
+
+
+def outcome_from_error(domain: str, error: BaseException) -> DomainOutcome:
+    """The failed outcome for a domain whose task ended with ``error``."""
+    if isinstance(error, DomainError):
+        return DomainOutcome(
+            domain=domain,
+            status=DomainStatus.FAILED,
+            attempts=getattr(error, "attempts", 1),
+            http_status=error.http_status,
+            final_url=error.final_url,
+            elapsed_ms=getattr(error, "elapsed_ms", None),
+            error_type=error.error_type,
+            error=str(error),
+            started_at=getattr(error, "started_at", None),
+            finished_at=utcnow(),
+        )
+    # Not a scraping failure but a defect or a crash: recorded, visible, not hidden.
+    return DomainOutcome(
+        domain=domain,
+        status=DomainStatus.FAILED,
+        attempts=1,
+        error_type="internal_error",
+        error=f"{type(error).__name__}: {error}",
+        finished_at=utcnow(),
+    )
