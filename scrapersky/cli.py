@@ -1,0 +1,211 @@
+"""``scrapersky``: run a batch, read its status, manage the database.
+
+Every option also has an environment variable (``SCRAPERSKY_*``, ``DATABASE_URL``);
+an option given on the command line wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+from uuid import UUID
+
+# Prefect reads its logging level when imported: keep a CLI run's terminal readable
+# (failures are in the summary); PREFECT_LOGGING_LEVEL still wins when set.
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from . import progress  # noqa: E402
+from .batch import BatchOptions  # noqa: E402
+from .errors import ScraperSkyError  # noqa: E402
+from .settings import Settings  # noqa: E402
+
+app = typer.Typer(help="ScraperSky Batch: scrape the homepages of batches of domains.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+TenantOption = Annotated[
+    Optional[UUID], typer.Option("--tenant", help="Tenant id [env: SCRAPERSKY_TENANT_ID].")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the batch status object as JSON.")]
+SUMMARY_ROWS = 25
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _read_status(batch_id: UUID, tenant_id: UUID):
+    from db.batches import get_batch_status
+    from db.engine import unit_of_work
+
+    async def read():
+        async with unit_of_work() as session:
+            return await get_batch_status(session, batch_id, tenant_id)
+
+    return asyncio.run(read())
+
+
+def _print_status(report, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
+        return
+    out.print(
+        f"batch [bold]{report.batch_id}[/bold]: [bold]{report.status}[/bold]  "
+        f"{report.completed_domains} completed, {report.failed_domains} failed of "
+        f"{report.total_domains} ({report.progress:.0f}%)"
+        + (f" in {report.processing_time:.1f}s" if report.processing_time else ""),
+        highlight=False,
+    )
+    if report.error:
+        out.print(f"error: {report.error}", highlight=False)
+    entries = sorted(
+        report.domain_statuses.items(), key=lambda item: (item[1].get("status") != "failed", item[0])
+    )
+    table = Table("domain", "status", "http", "attempts", "title / error")
+    for domain, entry in entries[:SUMMARY_ROWS]:
+        if entry.get("status") == "failed":
+            detail = f"[red]{entry.get('error_type')}[/red]: {entry.get('error')}"
+        else:
+            detail = ((entry.get("metadata") or {}).get("title")) or ""
+        table.add_row(
+            domain, entry.get("status", ""), str(entry.get("http_status") or ""),
+            str(entry.get("attempts", "")), detail,
+        )
+    out.print(table)
+    if len(entries) > SUMMARY_ROWS:
+        out.print(f"... {len(entries) - SUMMARY_ROWS} more: scrapersky status {report.batch_id} --json")
+
+
+def _run_batch(domains: list[str], *, tenant_id: UUID, batch_id: UUID | None,
+               options: BatchOptions, as_json: bool) -> None:
+    from flows.batch_scrape import batch_scrape
+
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err, transient=True, disable=as_json,
+    ) as bar:
+        task = bar.add_task("scraping", total=None)
+        with progress.listening(lambda done, total: bar.update(task, completed=done, total=total)):
+            state = batch_scrape(
+                domains=domains, tenant_id=tenant_id, batch_id=batch_id, options=options,
+                return_state=True,
+            )
+    run_batch_id = batch_id or UUID(str(state.state_details.flow_run_id))
+    try:
+        report = _read_status(run_batch_id, tenant_id)
+    except ScraperSkyError:
+        raise _fail(state.message or f"the batch did not start ({state.name})", 2) from None
+    _print_status(report, as_json)
+    if report.status == "failed":
+        raise typer.Exit(1)
+
+
+@app.command()
+def scrape(
+    domains: Annotated[Optional[list[str]], typer.Argument(help="Domains or URLs.")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="One domain per line ('#' comments).")] = None,
+    tenant: TenantOption = None,
+    batch_id: Annotated[Optional[UUID], typer.Option("--batch-id", help="Adopt or resume this batch.")] = None,
+    as_json: JsonOption = False,
+    connect_to: Annotated[Optional[list[str]], typer.Option("--connect-to", help="HOST1:PORT1:HOST2:PORT2, repeatable [env: SCRAPERSKY_CONNECT_TO].")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="[env: SCRAPERSKY_CONCURRENCY]")] = None,
+    retries: Annotated[Optional[int], typer.Option(help="[env: SCRAPERSKY_RETRIES]")] = None,
+    retry_backoff: Annotated[Optional[float], typer.Option(help="[env: SCRAPERSKY_RETRY_BACKOFF]")] = None,
+    connect_timeout: Annotated[Optional[float], typer.Option(help="[env: SCRAPERSKY_CONNECT_TIMEOUT]")] = None,
+    read_timeout: Annotated[Optional[float], typer.Option(help="[env: SCRAPERSKY_READ_TIMEOUT]")] = None,
+    total_timeout: Annotated[Optional[float], typer.Option(help="[env: SCRAPERSKY_TOTAL_TIMEOUT]")] = None,
+    max_page_bytes: Annotated[Optional[int], typer.Option(help="[env: SCRAPERSKY_MAX_PAGE_BYTES]")] = None,
+) -> None:
+    """Run a batch now and print its summary (or, with --json, its status object)."""
+    entries = list(domains or [])
+    if file is not None:
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise _fail(f"cannot read {file}: {exc.strerror}", 2) from None
+        entries += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not entries:
+        raise _fail("no domains given (arguments or --file)", 2)
+    try:
+        settings = Settings()
+        options = settings.batch_options(
+            connect_to=tuple(connect_to) if connect_to else None,
+            concurrency=concurrency, retries=retries, retry_backoff=retry_backoff,
+            connect_timeout=connect_timeout, read_timeout=read_timeout,
+            total_timeout=total_timeout, max_page_bytes=max_page_bytes,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    _run_batch(entries, tenant_id=tenant or settings.tenant_id, batch_id=batch_id,
+               options=options, as_json=as_json)
+
+
+@app.command()
+def status(
+    batch_id: Annotated[UUID, typer.Argument(help="The batch id.")],
+    tenant: TenantOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a batch's status and its domains' outcomes."""
+    try:
+        report = _read_status(batch_id, tenant or Settings().tenant_id)
+    except ScraperSkyError as exc:
+        raise _fail(str(exc)) from None
+    _print_status(report, as_json)
+
+
+@app.command()
+def demo(as_json: JsonOption = False) -> None:
+    """Run a small batch against a local web farm of virtual domains (no network needed)."""
+    from .farm import Farm
+
+    domains = [f"ok-{i}.test" for i in range(1, 9)] + [
+        "nested-1.test", "notitle-1.test", "flaky-1.test", "notfound-1.test",
+        "err500-1.test", "down-1.refused.test", "not a domain",
+    ]
+    settings = Settings()
+    with Farm() as farm:
+        options = settings.batch_options(connect_to=tuple(farm.connect_to()), retry_backoff=0.2)
+        _run_batch(domains, tenant_id=settings.tenant_id, batch_id=None, options=options,
+                   as_json=as_json)
+
+
+@db_app.command("init")
+def db_init() -> None:
+    """Create the tables that do not exist yet (idempotent)."""
+    from db.engine import create_engine, database_url, init_schema
+
+    async def init() -> None:
+        engine = create_engine()
+        try:
+            await init_schema(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(init())
+    except ScraperSkyError as exc:
+        raise _fail(str(exc), 2) from None
+    out.print(f"schema ready in {database_url().render_as_string(hide_password=True)}", highlight=False)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
