@@ -26,6 +26,7 @@ from rich.table import Table  # noqa: E402
 
 from . import progress  # noqa: E402
 from .batch import BatchOptions  # noqa: E402
+from .domains import plan_domains  # noqa: E402
 from .errors import ScraperSkyError  # noqa: E402
 from .settings import Settings  # noqa: E402
 
@@ -49,6 +50,8 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _read_status(batch_id: UUID, tenant_id: UUID):
+    from sqlalchemy.exc import DBAPIError
+
     from db.batches import get_batch_status
     from db.engine import unit_of_work
 
@@ -56,7 +59,10 @@ def _read_status(batch_id: UUID, tenant_id: UUID):
         async with unit_of_work() as session:
             return await get_batch_status(session, batch_id, tenant_id)
 
-    return asyncio.run(read())
+    try:
+        return asyncio.run(read())
+    except DBAPIError as exc:  # the driver's message, never the URL (it may hold a password)
+        raise _fail(f"cannot read batch {batch_id}: {exc.orig}", 2) from None
 
 
 def _print_status(report, as_json: bool) -> None:
@@ -142,13 +148,14 @@ def scrape(
         raise _fail("no domains given (arguments or --file)", 2)
     try:
         settings = Settings()
+        plan_domains(entries, max_batch_size=settings.max_batch_size)  # refuse before any work
         options = settings.batch_options(
             connect_to=tuple(connect_to) if connect_to else None,
             concurrency=concurrency, retries=retries, retry_backoff=retry_backoff,
             connect_timeout=connect_timeout, read_timeout=read_timeout,
             total_timeout=total_timeout, max_page_bytes=max_page_bytes,
         )
-    except ValueError as exc:
+    except (ValueError, ScraperSkyError) as exc:
         raise _fail(str(exc), 2) from None
     _run_batch(entries, tenant_id=tenant or settings.tenant_id, batch_id=batch_id,
                options=options, as_json=as_json)

@@ -8,6 +8,8 @@ Used by the demo, the tests and the benchmarks, together with connect-to rules
     empty-*     200 with an empty body            binary-*   application/octet-stream
     notfound-*  404                               err500-*   500, always
     flaky-*     503 on the first request, then the homepage
+    big-*       a 3 MB page (its head first)      loop-*     redirects to itself
+    moved-*     redirects to ok-<rest>
 
 Domains under ``.refused.test`` get "connection refused"; port 443 is refused for
 every domain, so fetches fall back to http as they do against a site without TLS.
@@ -63,6 +65,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"<h1>not here</h1>")
         elif name.startswith("flaky-") and hits == 1:
             self._send(503, b"<h1>try later</h1>")
+        elif name.startswith("big-"):
+            self._send(200, homepage(host) + b"<p>" + b"x" * 3_000_000 + b"</p>")
+        elif name.startswith("loop-"):
+            self._redirect(f"http://{host}/")
+        elif name.startswith("moved-"):
+            self._redirect(f"http://ok-{host.split('-', 1)[1]}/")
         elif name.startswith("empty-"):
             self._send(200, b"")
         elif name.startswith("binary-"):
@@ -75,6 +83,12 @@ class _Handler(BaseHTTPRequestHandler):
                        b"<body></body></html>")
         else:
             self._send(200, homepage(host))
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(301)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _send(self, status: int, body: bytes, content_type: str = "text/html; charset=utf-8") -> None:
         self.send_response(status)

@@ -1,0 +1,80 @@
+"""Shared fixtures: one Prefect test harness per session, a local web farm, and the
+database backends (a throwaway PostgreSQL database per session, a SQLite file per test)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import asyncpg  # noqa: E402
+import pytest  # noqa: E402
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+from db.engine import create_engine, init_schema  # noqa: E402
+from scrapersky.farm import Farm  # noqa: E402
+
+#: The server the tests may create databases in (the machine's PostgreSQL).
+POSTGRES_ADMIN_URL = os.environ.get(
+    "SCRAPERSKY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """A Prefect API for the whole session (its start takes about 10 s)."""
+    from prefect.settings import PREFECT_API_URL
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def farm() -> Iterator[Farm]:
+    with Farm() as running:
+        yield running
+
+
+async def _admin(statement: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL, dropped at the end of the session."""
+    name = f"scrapersky_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    url = f"{base}/{name}"
+    try:
+        yield url
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _init(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await init_schema(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path) -> str:
+    """DATABASE_URL for the test, on each backend, with the schema in place."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'batches.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    asyncio.run(_init(url))
+    monkeypatch.setenv("DATABASE_URL", url)
+    return url

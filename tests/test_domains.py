@@ -1,0 +1,70 @@
+import pytest
+
+from scrapersky.domains import normalize_domain, plan_domains
+from scrapersky.errors import BatchTooLarge, EmptyBatch, InvalidDomain
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("example.com", "example.com"),
+        ("  Example.COM  ", "example.com"),
+        ("https://www.example.com/about?x=1", "www.example.com"),
+        ("http://example.com", "example.com"),
+        ("example.com/path/page.html", "example.com"),
+        ("example.com.", "example.com"),
+        ("bücher.de", "xn--bcher-kva.de"),
+        ("https://münchen.de/", "xn--mnchen-3ya.de"),
+        ("sub-domain.co.uk", "sub-domain.co.uk"),
+    ],
+)
+def test_normalize_domain(entry: str, expected: str) -> None:
+    assert normalize_domain(entry) == expected
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("not a domain", "whitespace"),
+        ("localhost", "top-level"),
+        ("192.168.1.1", "IP address"),
+        ("http://[::1]/", "IP address"),
+        ("ftp://example.com", "only http"),
+        ("example.com:8080", "port"),
+        ("https://user:pw@example.com/", "credentials"),
+        ("-bad-.com", "not a valid"),
+        ("exa_mple.com", "not a valid"),
+        ("a" * 64 + ".com", "not a valid"),
+        ("http://", "no host"),
+    ],
+)
+def test_invalid_entries_say_why(entry: str, reason: str) -> None:
+    with pytest.raises(InvalidDomain) as raised:
+        normalize_domain(entry)
+    assert reason in str(raised.value)
+    assert raised.value.error_type == "invalid_domain"
+
+
+def test_plan_deduplicates_and_keeps_invalid_entries_visible() -> None:
+    plan = plan_domains(
+        ["a.com", "A.com", "https://a.com/x", "b.org", "bad one", "bad one", "c.net"],
+        max_batch_size=10,
+    )
+    assert plan.domains == ["a.com", "b.org", "c.net"]
+    assert list(plan.invalid) == ["bad one"]
+    assert plan.invalid["bad one"].attempts == 0
+    assert plan.summary() == {"submitted": 7, "duplicates": 3, "invalid": 1, "domains": 3}
+    assert plan.total == 4
+
+
+def test_batch_size_limit_counts_distinct_domains() -> None:
+    assert plan_domains(["a.com", "a.com", "b.com"], max_batch_size=2).total == 2
+    with pytest.raises(BatchTooLarge, match="limit is 2"):
+        plan_domains(["a.com", "b.com", "c.com"], max_batch_size=2)
+
+
+def test_empty_batch_is_refused() -> None:
+    with pytest.raises(EmptyBatch):
+        plan_domains([], max_batch_size=10)

@@ -1,0 +1,122 @@
+"""The fetch edge against a real local server (virtual domains via connect-to)."""
+
+import time
+
+import httpx
+import pytest
+
+from scrapersky.batch import BatchOptions
+from scrapersky.errors import (
+    ConnectFailed,
+    FetchTimeout,
+    HTTPStatusFailed,
+    NotHTML,
+    TooManyRedirects,
+)
+from scrapersky.farm import Farm
+from tasks.fetch import build_client, fetch_homepage
+
+
+def fetch(farm: Farm, domain: str, **options):
+    opts = BatchOptions(connect_to=tuple(farm.connect_to()), **options)
+    with build_client(opts) as client:
+        return fetch_homepage(client, domain, options=opts)
+
+
+def test_falls_back_to_http_and_keeps_the_domain_in_url_and_host(farm: Farm) -> None:
+    page = fetch(farm, "ok-1.test")
+    assert page.url == "http://ok-1.test/"
+    assert page.status_code == 200
+    assert b"<title>ok-1 | Farm</title>" in page.body
+    assert farm.hits["ok-1.test"] == 1  # the Host header was the domain's own
+    assert not page.truncated
+
+
+def test_user_agent_names_the_project(farm: Farm) -> None:
+    opts = BatchOptions(connect_to=tuple(farm.connect_to()))
+    with build_client(opts) as client:
+        assert "ScraperSky" in client.headers["User-Agent"]
+
+
+def test_follows_redirects(farm: Farm) -> None:
+    page = fetch(farm, "moved-7.test")
+    assert page.url == "http://ok-7.test/"
+    assert farm.hits["moved-7.test"] == 1 and farm.hits["ok-7.test"] == 1
+
+
+def test_redirect_loop_is_bounded(farm: Farm) -> None:
+    with pytest.raises(TooManyRedirects) as raised:
+        fetch(farm, "loop-1.test", max_redirects=3)
+    assert not raised.value.retryable
+    assert farm.hits["loop-1.test"] == 4
+
+
+@pytest.mark.parametrize(("domain", "status", "retryable"), [("notfound-1.test", 404, False), ("err500-1.test", 500, True)])
+def test_http_errors(farm: Farm, domain: str, status: int, retryable: bool) -> None:
+    with pytest.raises(HTTPStatusFailed) as raised:
+        fetch(farm, domain)
+    assert raised.value.http_status == status
+    assert raised.value.retryable is retryable
+    assert raised.value.error_type == "http_error"
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(400, False), (401, False), (403, False), (404, False), (410, False), (408, True), (429, True), (500, True), (502, True), (503, True), (504, True)])
+def test_retry_policy_by_status(status: int, retryable: bool) -> None:
+    assert HTTPStatusFailed("x", http_status=status).retryable is retryable
+
+
+def test_connection_refused_is_transient(farm: Farm) -> None:
+    with pytest.raises(ConnectFailed) as raised:
+        fetch(farm, "down-1.refused.test")
+    assert raised.value.retryable
+    assert "https and http both failed" in str(raised.value)
+
+
+def test_not_html(farm: Farm) -> None:
+    with pytest.raises(NotHTML, match="application/octet-stream"):
+        fetch(farm, "binary-1.test")
+
+
+def test_page_size_cap_keeps_the_head(farm: Farm) -> None:
+    page = fetch(farm, "big-1.test", max_page_bytes=100_000)
+    assert page.truncated
+    assert len(page.body) == 100_000
+    assert b"<title>big-1 | Farm</title>" in page.body
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "bound"),
+    [
+        # the TLS handshake counts against connect_timeout, the http request against read_timeout
+        ({"connect_timeout": 0.5, "read_timeout": 0.5, "total_timeout": 30}, 2.5),
+        # the whole fetch, https attempt and http fallback together, within total_timeout
+        ({"connect_timeout": 30, "read_timeout": 30, "total_timeout": 1.5}, 3.0),
+    ],
+)
+def test_a_silent_server_times_out_within_bounds(timeouts: dict, bound: float) -> None:
+    import socket
+
+    listener = socket.socket()  # accepts connections, never answers
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    try:
+        opts = BatchOptions(connect_to=(f"*.test::127.0.0.1:{port}",), **timeouts)
+        started = time.monotonic()
+        with build_client(opts) as client, pytest.raises(FetchTimeout) as raised:
+            fetch_homepage(client, "silent.test", options=opts)
+        assert time.monotonic() - started < bound
+        assert raised.value.retryable
+    finally:
+        listener.close()
+
+
+def test_errors_survive_pickling() -> None:
+    import pickle
+
+    error = HTTPStatusFailed("HTTP 503", http_status=503, final_url="http://a.test/")
+    error.attempts = 3
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), str(copy), copy.http_status, copy.final_url, copy.attempts, copy.retryable) == (
+        HTTPStatusFailed, "HTTP 503", 503, "http://a.test/", 3, True
+    )
