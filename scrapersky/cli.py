@@ -38,7 +38,7 @@ out = Console()
 err = Console(stderr=True)
 
 TenantOption = Annotated[
-    Optional[UUID], typer.Option("--tenant", help="Tenant id [env: SCRAPERSKY_TENANT_ID].")
+    Optional[UUID], typer.Option("--tenant", help="Tenant id (env SCRAPERSKY_TENANT_ID).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the batch status object as JSON.")]
 SUMMARY_ROWS = 25
@@ -127,14 +127,16 @@ def scrape(
     tenant: TenantOption = None,
     batch_id: Annotated[Optional[UUID], typer.Option("--batch-id", help="Adopt or resume this batch.")] = None,
     as_json: JsonOption = False,
-    connect_to: Annotated[Optional[list[str]], typer.Option("--connect-to", help="HOST1:PORT1:HOST2:PORT2, repeatable [env: SCRAPERSKY_CONNECT_TO].")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="[env: SCRAPERSKY_CONCURRENCY]")] = None,
-    retries: Annotated[Optional[int], typer.Option(help="[env: SCRAPERSKY_RETRIES]")] = None,
-    retry_backoff: Annotated[Optional[float], typer.Option(help="[env: SCRAPERSKY_RETRY_BACKOFF]")] = None,
-    connect_timeout: Annotated[Optional[float], typer.Option(help="[env: SCRAPERSKY_CONNECT_TIMEOUT]")] = None,
-    read_timeout: Annotated[Optional[float], typer.Option(help="[env: SCRAPERSKY_READ_TIMEOUT]")] = None,
-    total_timeout: Annotated[Optional[float], typer.Option(help="[env: SCRAPERSKY_TOTAL_TIMEOUT]")] = None,
-    max_page_bytes: Annotated[Optional[int], typer.Option(help="[env: SCRAPERSKY_MAX_PAGE_BYTES]")] = None,
+    connect_to: Annotated[Optional[list[str]], typer.Option("--connect-to", help="HOST1:PORT1:HOST2:PORT2, repeatable (env SCRAPERSKY_CONNECT_TO).")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="(env SCRAPERSKY_CONCURRENCY)")] = None,
+    retries: Annotated[Optional[int], typer.Option(help="(env SCRAPERSKY_RETRIES)")] = None,
+    retry_backoff: Annotated[Optional[float], typer.Option(help="(env SCRAPERSKY_RETRY_BACKOFF)")] = None,
+    connect_timeout: Annotated[Optional[float], typer.Option(help="(env SCRAPERSKY_CONNECT_TIMEOUT)")] = None,
+    read_timeout: Annotated[Optional[float], typer.Option(help="(env SCRAPERSKY_READ_TIMEOUT)")] = None,
+    total_timeout: Annotated[Optional[float], typer.Option(help="(env SCRAPERSKY_TOTAL_TIMEOUT)")] = None,
+    max_page_bytes: Annotated[Optional[int], typer.Option(help="(env SCRAPERSKY_MAX_PAGE_BYTES)")] = None,
+    max_redirects: Annotated[Optional[int], typer.Option(help="(env SCRAPERSKY_MAX_REDIRECTS)")] = None,
+    user_agent: Annotated[Optional[str], typer.Option(help="(env SCRAPERSKY_USER_AGENT)")] = None,
 ) -> None:
     """Run a batch now and print its summary (or, with --json, its status object)."""
     entries = list(domains or [])
@@ -154,6 +156,7 @@ def scrape(
             concurrency=concurrency, retries=retries, retry_backoff=retry_backoff,
             connect_timeout=connect_timeout, read_timeout=read_timeout,
             total_timeout=total_timeout, max_page_bytes=max_page_bytes,
+            max_redirects=max_redirects, user_agent=user_agent,
         )
     except (ValueError, ScraperSkyError) as exc:
         raise _fail(str(exc), 2) from None
