@@ -9,13 +9,15 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrapersky.batch import BatchStatus, DomainOutcome, DomainStatus, batch_status_for, utcnow
 from scrapersky.errors import BatchNotFound
 
 from .models import BatchJob, DomainResult
+from .schema import LEGACY_FILLS, SchemaReport
 
 __all__ = [
     "PROCESSOR_TYPE",
@@ -66,24 +68,30 @@ async def open_batch(
     input_summary: dict[str, int],
     options: dict[str, Any],
     flow_run_id: str | None,
+    schema: SchemaReport,
 ) -> set[str]:
     """Create the batch row, or adopt an existing one of the same tenant, as ``running``.
 
+    ``schema`` is the live table's check: legacy columns it names are filled on insert.
     Returns the domains an earlier run of this batch already completed.
     """
     now = utcnow()
-    row = await session.scalar(
-        select(BatchJob).where(BatchJob.batch_id == batch_id).with_for_update()
-    )
+    locked = select(BatchJob).where(BatchJob.batch_id == batch_id).with_for_update()
+    row = await session.scalar(locked)
     if row is None:
-        row = BatchJob(
+        values = dict(
             batch_id=batch_id,
             tenant_id=tenant_id,
             processor_type=PROCESSOR_TYPE,
             status=BatchStatus.PENDING,
             batch_metadata={},
+            options={},
+            created_at=now,
+            updated_at=now,
         )
-        session.add(row)
+        values.update({name: LEGACY_FILLS[name](batch_id) for name in schema.legacy_fills})
+        await session.execute(insert(schema.batch_table()).values(**values))
+        row = await session.scalar(locked)
     elif row.tenant_id != tenant_id:
         raise BatchNotFound(f"batch {batch_id} not found")
     metadata = dict(row.batch_metadata or {})
@@ -149,11 +157,8 @@ async def record_outcomes(
 
 
 async def _upsert_results(session: AsyncSession, results: list[dict[str, Any]]) -> None:
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(DomainResult)
+    upsert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    statement = upsert(DomainResult)
     statement = statement.on_conflict_do_update(
         index_elements=[DomainResult.batch_id, DomainResult.domain],
         set_={

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Text, Uuid, func
+from sqlalchemy import JSON, DateTime, Text, Uuid, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncAttrs
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -63,9 +63,8 @@ class DomainResult(Base):
 
     __tablename__ = "domain_results"
 
-    batch_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("batch_jobs.batch_id", ondelete="CASCADE"), primary_key=True
-    )
+    # No foreign key: ScraperSky's own batch_jobs.batch_id has no unique constraint.
+    batch_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     domain: Mapped[str] = mapped_column(primary_key=True)
     final_url: Mapped[str | None]
     site_metadata: Mapped[dict[str, Any]]

@@ -194,6 +194,34 @@ def demo(as_json: JsonOption = False) -> None:
                    as_json=as_json)
 
 
+@db_app.command("check")
+def db_check() -> None:
+    """Compare the live tables with what the code writes; exit 1 on a mismatch."""
+    from sqlalchemy.exc import DBAPIError
+
+    from db.engine import create_engine, database_url
+    from db.schema import check_schema
+
+    async def check():
+        engine = create_engine()
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(check_schema)
+        finally:
+            await engine.dispose()
+
+    where = database_url().render_as_string(hide_password=True)
+    try:
+        report = asyncio.run(check())
+    except DBAPIError as exc:
+        raise _fail(f"cannot reach {where}: {exc.orig}", 2) from None
+    for line in report.message().splitlines():
+        out.print(line, highlight=False, soft_wrap=True)
+    if not report.ok:
+        raise _fail(f"schema mismatch in {where}")
+    out.print(f"schema ok in {where}", highlight=False)
+
+
 @db_app.command("init")
 def db_init() -> None:
     """Create the tables that do not exist yet (idempotent)."""

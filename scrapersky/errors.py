@@ -16,6 +16,7 @@
     |   +-- EmptyBatch                   empty_batch
     |   +-- BatchNotFound                batch_not_found (also: another tenant's batch)
     +-- ConfigError                      config_error         a setting cannot be used
+    +-- SchemaMismatch                   schema_mismatch      the live tables do not fit the code
 
 Each class carries a stable ``error_type`` code; code decides on the class, never on
 the message. Retry decisions live in one place: ``DomainError.retryable``.
@@ -42,6 +43,7 @@ __all__ = [
     "EmptyBatch",
     "BatchNotFound",
     "ConfigError",
+    "SchemaMismatch",
     "TRANSIENT_HTTP_STATUSES",
 ]
 
@@ -183,3 +185,9 @@ class ConfigError(ScraperSkyError):
     """A setting cannot be used."""
 
     error_type = "config_error"
+
+
+class SchemaMismatch(ScraperSkyError):
+    """The live database tables do not fit what the code reads and writes."""
+
+    error_type = "schema_mismatch"

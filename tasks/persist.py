@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from db import batches
 from db.engine import create_engine, database_url, init_schema, unit_of_work
+from db.schema import check_schema
 from scrapersky.batch import BatchStatus, DomainOutcome
 
 __all__ = ["open_batch", "persist_batch", "DATABASE_RETRIES"]
@@ -73,6 +74,9 @@ def open_batch(
     async def run() -> set[str]:
         await _prepare_embedded_database()
         async with unit_of_work() as session:
+            # The start-up schema check: a mismatch stops the batch before any work.
+            schema = await session.run_sync(lambda sync: check_schema(sync.connection()))
+            schema.raise_for_errors()
             return await batches.open_batch(
                 session,
                 batch_id=batch_id,
@@ -81,6 +85,7 @@ def open_batch(
                 input_summary=input_summary,
                 options=options,
                 flow_run_id=flow_run_id,
+                schema=schema,
             )
 
     # Sync tasks with a short-lived loop each: an async task called from a sync flow

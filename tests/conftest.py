@@ -11,12 +11,16 @@ from collections.abc import Iterator
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+import sys  # noqa: E402
+
 import asyncpg  # noqa: E402
 import pytest  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from db.engine import create_engine, init_schema  # noqa: E402
 from scrapersky.farm import Farm  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))  # test helpers: pgbouncer, pooler_workload
 
 #: The server the tests may create databases in (the machine's PostgreSQL).
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -78,3 +82,30 @@ def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tm
     asyncio.run(_init(url))
     monkeypatch.setenv("DATABASE_URL", url)
     return url
+
+
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator["PgBouncer"]:
+    """A real PgBouncer, transaction mode, default_pool_size = 2 (Supavisor's stand-in)."""
+    from pgbouncer import PgBouncer
+
+    with PgBouncer() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def pooled_url(postgres_url: str, pgbouncer) -> str:
+    """The session's PostgreSQL database, reached through PgBouncer, schema in place."""
+    asyncio.run(_init(postgres_url))
+    return pgbouncer.url(postgres_url.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def scratch_database() -> Iterator[str]:
+    """An empty PostgreSQL database for one test (its URL), dropped afterwards."""
+    name = f"scrapersky_scratch_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
