@@ -30,12 +30,16 @@ from .domains import plan_domains  # noqa: E402
 from .errors import ScraperSkyError  # noqa: E402
 from .settings import Settings  # noqa: E402
 
-app = typer.Typer(help="ScraperSky Batch: scrape the homepages of batches of domains.", no_args_is_help=True)
+app = typer.Typer(
+    help="ScraperSky Batch: scrape the homepages of batches of domains.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold DATABASE_URL
+)
 db_app = typer.Typer(help="Manage the database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 TenantOption = Annotated[
     Optional[UUID], typer.Option("--tenant", help="Tenant id (env SCRAPERSKY_TENANT_ID).")
@@ -49,9 +53,24 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _read_status(batch_id: UUID, tenant_id: UUID):
+def _database(work):
+    """Run a coroutine against the database; a database that fails says so clearly.
+
+    Messages name the URL with its password masked, and the driver's reason.
+    """
     from sqlalchemy.exc import DBAPIError
 
+    from db.engine import database_url
+
+    try:
+        return asyncio.run(work)
+    except (DBAPIError, OSError, asyncio.TimeoutError) as exc:
+        reason = exc.orig if isinstance(exc, DBAPIError) else exc
+        where = database_url().render_as_string(hide_password=True)
+        raise _fail(f"database {where}: {type(reason).__name__}: {reason}", 2) from None
+
+
+def _read_status(batch_id: UUID, tenant_id: UUID):
     from db.batches import get_batch_status
     from db.engine import unit_of_work
 
@@ -59,10 +78,7 @@ def _read_status(batch_id: UUID, tenant_id: UUID):
         async with unit_of_work() as session:
             return await get_batch_status(session, batch_id, tenant_id)
 
-    try:
-        return asyncio.run(read())
-    except DBAPIError as exc:  # the driver's message, never the URL (it may hold a password)
-        raise _fail(f"cannot read batch {batch_id}: {exc.orig}", 2) from None
+    return _database(read())
 
 
 def _print_status(report, as_json: bool) -> None:
@@ -197,8 +213,6 @@ def demo(as_json: JsonOption = False) -> None:
 @db_app.command("check")
 def db_check() -> None:
     """Compare the live tables with what the code writes; exit 1 on a mismatch."""
-    from sqlalchemy.exc import DBAPIError
-
     from db.engine import create_engine, database_url
     from db.schema import check_schema
 
@@ -211,10 +225,7 @@ def db_check() -> None:
             await engine.dispose()
 
     where = database_url().render_as_string(hide_password=True)
-    try:
-        report = asyncio.run(check())
-    except DBAPIError as exc:
-        raise _fail(f"cannot reach {where}: {exc.orig}", 2) from None
+    report = _database(check())
     for line in report.message().splitlines():
         out.print(line, highlight=False, soft_wrap=True)
     if not report.ok:
@@ -235,7 +246,7 @@ def db_init() -> None:
             await engine.dispose()
 
     try:
-        asyncio.run(init())
+        _database(init())
     except ScraperSkyError as exc:
         raise _fail(str(exc), 2) from None
     out.print(f"schema ready in {database_url().render_as_string(hide_password=True)}", highlight=False)
