@@ -83,8 +83,14 @@ class PgBouncer:
         raise RuntimeError(f"pgbouncer did not listen on {self.port}: {self.log}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+        # Signal pgbouncer itself (runuser does not pass SIGINT/SIGTERM on): its pidfile.
+        pidfile = self.dir / "pgbouncer.pid"
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+            except (ValueError, ProcessLookupError):
+                pass
+        if self.process is not None:
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
