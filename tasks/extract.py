@@ -1,29 +1,45 @@
 """Site metadata from a homepage: pure functions, no I/O.
 
-``extract_metadata(body, headers, url)`` decodes the bytes once, parses only the
-document head (the whole document only when the head lacks a title), and reads each
-field through its fallbacks, commented where they are chosen.
+``extract_metadata(body, headers, url)`` decodes the bytes once, then parses twice,
+cheaply: the head in full (it is small and holds most metadata), and the body through
+``_BodyScan``, a Beautiful Soup element filter that builds only the few tags metadata
+needs (contact and social links, logo images, JSON-LD, late meta tags) while every
+other tag streams past it once for tech-stack evidence. Each field's fallbacks are
+commented where they are chosen.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from bs4 import BeautifulSoup, SoupStrainer, Tag
+from bs4 import BeautifulSoup, Tag
 from bs4.dammit import UnicodeDammit
+from lxml import etree
 from pydantic import BaseModel, Field
 
 from scrapersky.errors import EmptyBody, NotHTML
 
+from .contacts import email_from_mailto, emails_in, phone_from_tel, phones_in, region_hint, social_profile
+from .structured_data import Organization, json_ld_items, organization_in, website_name_in
+from .tech_stack import SCRIPT_HINT, Evidence, TechStack
+
 __all__ = ["SiteMetadata", "extract_metadata", "decode_html"]
 
 _HEAD_END = re.compile(r"</head\s*>|<body[\s>]", re.IGNORECASE)
-_META_TAGS = SoupStrainer(["title", "meta", "link", "base"])
 _SPACE = re.compile(r"\s+")
 _SNIFF_BYTES = 1024
+_TEXT_LIMIT = 200_000  # characters of visible text searched for addresses and numbers
+_URL_ATTRIBUTES = ("src", "href", "action", "data-src")
+_CONTACT_HREF = re.compile(
+    r"^\s*(?:mailto:|tel:)|facebook\.com|fb\.com|twitter\.com|//(?:www\.)?x\.com|linkedin\.com"
+    r"|instagram\.com|youtube\.com|tiktok\.com|pinterest\.|github\.com",
+    re.IGNORECASE,
+)
+_LOGO = re.compile(r"logo", re.IGNORECASE)
+_REFRESH = re.compile(r"^\s*\d*(?:\.\d+)?\s*[;,]?\s*(?:url\s*=\s*)?['\"]?([^'\"]+)", re.IGNORECASE)
 
 
 class SiteMetadata(BaseModel):
@@ -38,8 +54,83 @@ class SiteMetadata(BaseModel):
     image: str | None = None
     favicon_url: str | None = None
     favicon_guessed: bool = False
+    logo_url: str | None = None
     open_graph: dict[str, str] = Field(default_factory=dict)
     twitter_card: dict[str, str] = Field(default_factory=dict)
+    organization: Organization | None = None
+    emails: list[str] = Field(default_factory=list)
+    phones: list[str] = Field(default_factory=list)
+    social_links: dict[str, str] = Field(default_factory=dict)
+    tech_stack: TechStack = Field(default_factory=TechStack)
+    refresh_url: str | None = None
+
+
+class _Body:
+    """The body, parsed by lxml's C parser and read through XPath: no Python object is
+    made for the thousands of elements metadata does not need. Only contact and
+    social links, logo images, JSON-LD, late meta tags and tech-stack evidence are read."""
+
+    _PARSER = etree.HTMLParser(recover=True, no_network=True, remove_comments=True)
+    # Walks of the tree in C; Python sees only the elements that can carry evidence.
+    _URLS = etree.XPath("//script/@src | //link/@href | //img/@src | //iframe/@src | //form/@action")
+    # Marker attributes sit where frameworks put them: the body, its first two levels
+    # (an app's root element) and scripts. Looking only there keeps this walk short.
+    _ROOT_MARKERS = "@ng-version or @data-reactroot or @data-v-app or @data-server-rendered"
+    _MARKED = etree.XPath(
+        "/html/body[contains(@class, 'et_divi_theme') or contains(@class, 'et_pb_')]"
+        " | //script[@id='__NEXT_DATA__' or contains(@class, 'yoast-schema-graph')]"
+        f" | /html/body/*[{_ROOT_MARKERS}] | /html/body/*/*[{_ROOT_MARKERS}]"
+    )
+    # Links to a mailbox, a phone or a social profile (chosen in C, among hundreds).
+    _CONTACT_LINKS = etree.XPath(
+        "//a[starts-with(@href, 'mailto:') or starts-with(@href, 'tel:') or starts-with(@href, 'MAILTO:')"
+        " or contains(@href, 'facebook.com') or contains(@href, 'fb.com/') or contains(@href, 'twitter.com')"
+        " or contains(@href, 'x.com/') or contains(@href, 'linkedin.com') or contains(@href, 'instagram.com')"
+        " or contains(@href, 'youtube.com') or contains(@href, 'tiktok.com') or contains(@href, 'pinterest.')"
+        " or contains(@href, 'github.com')]/@href",
+        smart_strings=False,
+    )
+    _INLINE_SCRIPTS = etree.XPath("//script[not(@src)]/text()", smart_strings=False)
+
+    def __init__(self, html: str, evidence: Evidence) -> None:
+        self.doc = None
+        if not html.strip():
+            return
+        try:
+            self.doc = etree.fromstring(html, self._PARSER)
+        except (etree.ParserError, etree.XMLSyntaxError, ValueError):
+            return
+        if self.doc is None:
+            return
+        for url in self._URLS(self.doc):
+            evidence.url(url.getparent().tag, url.attrname, str(url))
+        for element in self._MARKED(self.doc):
+            evidence.attributes(element.tag, element.attrib)
+        for script in self._INLINE_SCRIPTS(self.doc):
+            evidence.script(script)
+
+    def find_all(self, name: str) -> list[Any]:
+        return [] if self.doc is None else list(self.doc.iter(name))
+
+    def contact_links(self) -> list[str]:
+        return [] if self.doc is None else self._CONTACT_LINKS(self.doc)
+
+    def text(self) -> str:
+        """The body's visible text (capped), where addresses and numbers are written.
+
+        Call it last: it drops the scripts and styles from the tree."""
+        if self.doc is None:
+            return ""
+        etree.strip_elements(self.doc, "script", "style", "template", with_tail=False)
+        return etree.tostring(self.doc, method="text", encoding="unicode")[:_TEXT_LIMIT]
+
+
+def _observe(evidence: Evidence, name: str, attrs: Mapping[str, Any]) -> None:
+    evidence.attributes(name, attrs)
+    for key in _URL_ATTRIBUTES:
+        value = attrs.get(key)
+        if isinstance(value, str) and value:
+            evidence.url(name, key, value)
 
 
 def extract_metadata(body: bytes, headers: Mapping[str, str], url: str) -> SiteMetadata:
@@ -49,36 +140,79 @@ def extract_metadata(body: bytes, headers: Mapping[str, str], url: str) -> SiteM
     if b"\x00" in body[:_SNIFF_BYTES] and not body.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise NotHTML("the page is binary content")
     html = decode_html(body, headers.get("content-type"))
-    # The head is where metadata lives and is a small part of most pages: parse it
-    # alone. Some pages put their title after the head: then read every meta tag.
+
+    # The head, where most metadata lives, is small: Beautiful Soup builds all of it.
+    # The body goes to lxml directly (see _Body). A page without a head end is all head.
+    evidence = Evidence()
     end = _HEAD_END.search(html)
-    soup = BeautifulSoup(html[: end.start()] if end else html, "lxml")
-    root = soup.find("html")
-    lang = _attr(root, "lang") if root is not None else None
-    if end and soup.find("title") is None:
-        soup = BeautifulSoup(html, "lxml", parse_only=_META_TAGS)
-    meta = _meta_values(soup)
-    base = _base_url(soup, url)
+    head = BeautifulSoup(html[: end.start()] if end else html, "lxml")
+    body = _Body(html[end.start():] if end else "", evidence)
+    head_tags: dict[str, list[Tag]] = {}
+    for tag in head.find_all(True):
+        head_tags.setdefault(tag.name, []).append(tag)
+        _observe(evidence, tag.name, tag.attrs)
+        if tag.name == "script" and tag.string:
+            evidence.script(tag.string)
+
+    def find_all(name: str, **attrs: Any) -> Iterable[Any]:
+        """Head tags (Beautiful Soup) then body elements (lxml); both answer .get()."""
+        for element in head_tags.get(name, []) + body.find_all(name):
+            if all(element.get(key) is not None for key in attrs):
+                yield element
+
+    root = head.find("html")
+    meta = _Meta(find_all("meta"))
+    base = _base_url(find_all("base", href=True), url)
 
     def absolute(link: str | None) -> str | None:
         return _absolute(link, base)
 
-    favicon, guessed = _favicon(soup, base)
+    for generator in meta.get_all("generator"):
+        evidence.generator(generator)
+    evidence.headers(headers, _cookies(headers))
+    items = json_ld_items(
+        _text_of(tag) for tag in find_all("script") if "ld+json" in (tag.get("type") or "").lower()
+    )
+    organization = organization_in(items)
+    links = [
+        href for tag in head_tags.get("a", []) if _CONTACT_HREF.search(href := tag.get("href") or "")
+    ] + body.contact_links()
+    language = _language(_attr(root, "lang") if root is not None else None, headers, meta)
+    texts = [body.text()]  # last use of the body tree (it drops its scripts)
+    if not end:  # no body of its own: the head soup holds the page's text
+        texts.append(" ".join(head.find_all(string=True)))
+    host = urlsplit(url).hostname
+    favicon, guessed = _favicon(find_all("link", href=True), base)
+    titles = list(find_all("title"))
+
     return SiteMetadata(
         # <title> through get_text(): .string is None as soon as the title has markup.
-        title=_clean_title(soup) or meta.get("og:title") or meta.get("twitter:title"),
+        title=_clean_title(titles[0] if titles else None) or meta.get("og:title") or meta.get("twitter:title"),
         description=meta.get("description")
         or meta.get("og:description")
         or meta.get("twitter:description"),
         keywords=_keywords(meta.get("keywords")),
-        language=_language(lang, headers, meta),
-        canonical_url=absolute(_link_href(soup, "canonical")) or absolute(meta.get("og:url")),
-        site_name=meta.get("og:site_name") or meta.get("application-name"),
+        language=language,
+        canonical_url=absolute(_link_href(find_all("link", href=True), "canonical"))
+        or absolute(meta.get("og:url")),
+        site_name=meta.get("og:site_name")
+        or website_name_in(items)
+        or (organization.name if organization else None)
+        or meta.get("application-name"),
         image=absolute(meta.get("og:image") or meta.get("og:image:url") or meta.get("twitter:image")),
         favicon_url=favicon,
         favicon_guessed=guessed,
-        open_graph={k: v for k, v in meta.items() if k.startswith("og:")},
-        twitter_card={k: v for k, v in meta.items() if k.startswith("twitter:")},
+        # JSON-LD's logo first; then an <img> whose class, id, alt or file says "logo".
+        logo_url=absolute(organization.logo if organization else None)
+        or absolute(next((_attr(img, "src") for img in find_all("img") if _is_logo(img)), None)),
+        open_graph=meta.with_prefix("og:"),
+        twitter_card=meta.with_prefix("twitter:"),
+        organization=organization,
+        emails=_emails(links, texts, organization),
+        phones=_phones(links, texts, organization, region_hint(host, language)),
+        social_links=_social_links(absolute(link) for link in links + (organization.same_as if organization else [])),
+        tech_stack=evidence.stack(),
+        refresh_url=_refresh_url(head_tags.get("meta", []), absolute),
     )
 
 
@@ -112,37 +246,54 @@ def _text(value: str | None) -> str | None:
     return value or None
 
 
-def _clean_title(soup: BeautifulSoup) -> str | None:
-    tag = soup.find("title")
+def _text_of(element: Any) -> str:
+    """The text of a Beautiful Soup tag or an lxml element."""
+    return element.get_text() if isinstance(element, Tag) else "".join(element.itertext())
+
+
+def _clean_title(tag: Any) -> str | None:
     if tag is None:
         return None
-    text = tag.get_text()
+    text = _text_of(tag)
     if "<" in text:
         # lxml keeps markup inside <title> as text ("A <b>B</b>"): keep the words.
         text = BeautifulSoup(text, "lxml").get_text()
     return _text(text)
 
 
-def _meta_values(soup: BeautifulSoup) -> dict[str, str]:
-    """name/property -> content of every <meta>, the first occurrence winning."""
-    values: dict[str, str] = {}
-    for tag in soup.find_all("meta"):
-        key = tag.get("property") or tag.get("name") or tag.get("itemprop")
-        content = _text(_attr(tag, "content"))
-        if isinstance(key, str) and content:
-            values.setdefault(key.strip().lower(), content)
-    return values
+class _Meta:
+    """The page's <meta> values by name/property (lower-cased); the first one wins."""
+
+    def __init__(self, tags: Iterable[Tag]) -> None:
+        self._values: dict[str, list[str]] = {}
+        for tag in tags:
+            key = tag.get("property") or tag.get("name") or tag.get("itemprop")
+            content = _text(_attr(tag, "content"))
+            if isinstance(key, str) and content:
+                self._values.setdefault(key.strip().lower(), []).append(content)
+
+    def get(self, key: str) -> str | None:
+        values = self._values.get(key)
+        return values[0] if values else None
+
+    def get_all(self, key: str) -> list[str]:
+        return self._values.get(key, [])
+
+    def with_prefix(self, prefix: str) -> dict[str, str]:
+        return {key: values[0] for key, values in self._values.items() if key.startswith(prefix)}
 
 
-def _attr(tag: Tag, name: str) -> str | None:
+def _attr(tag: Tag | None, name: str) -> str | None:
+    if tag is None:
+        return None
     value = tag.get(name)
     if isinstance(value, list):
         return " ".join(value)
     return value
 
 
-def _link_href(soup: BeautifulSoup, rel: str) -> str | None:
-    for tag in soup.find_all("link", href=True):
+def _link_href(links: Iterable[Tag], rel: str) -> str | None:
+    for tag in links:
         if rel in _rels(tag):
             return _attr(tag, "href")
     return None
@@ -155,9 +306,8 @@ def _rels(tag: Tag) -> list[str]:
     return [token.lower() for token in rel]
 
 
-def _base_url(soup: BeautifulSoup, url: str) -> str:
-    base = soup.find("base", href=True)
-    if base is not None:
+def _base_url(bases: Iterable[Tag], url: str) -> str:
+    for base in bases:
         resolved = _absolute(_attr(base, "href"), url)
         if resolved:
             return resolved
@@ -168,16 +318,19 @@ def _absolute(link: str | None, base: str) -> str | None:
     link = (link or "").strip()
     if not link or link.startswith(("data:", "javascript:", "#")):
         return None
-    resolved = urljoin(base, link)
+    try:
+        resolved = urljoin(base, link)
+    except ValueError:
+        return None
     return resolved if urlsplit(resolved).scheme in ("http", "https") else None
 
 
-def _favicon(soup: BeautifulSoup, base: str) -> tuple[str | None, bool]:
+def _favicon(links: Iterable[Tag], base: str) -> tuple[str | None, bool]:
     # Declared icons first ("icon", "shortcut icon"), then apple-touch-icon, then the
     # conventional /favicon.ico, which is a guess and says so.
     icons: list[Tag] = []
     touch: list[Tag] = []
-    for tag in soup.find_all("link", href=True):
+    for tag in links:
         rels = _rels(tag)
         if "icon" in rels:
             icons.append(tag)
@@ -188,6 +341,65 @@ def _favicon(soup: BeautifulSoup, base: str) -> tuple[str | None, bool]:
         if href:
             return href, False
     return urljoin(base, "/favicon.ico"), True
+
+
+def _is_logo(img: Tag) -> bool:
+    return any(_LOGO.search(_attr(img, key) or "") for key in ("class", "id", "alt", "src"))
+
+
+def _unique(values: Iterable[str | None]) -> list[str]:
+    return list(dict.fromkeys(v for v in values if v))
+
+
+def _emails(links: list[str], texts: list[str], org: Organization | None) -> list[str]:
+    # mailto: links first, then addresses written in text, then JSON-LD's.
+    found = [email_from_mailto(link) for link in links if link.lower().startswith("mailto:")]
+    for text in texts:
+        found += emails_in(text)
+    if org and org.email:
+        found += emails_in(org.email)
+    return _unique(found)
+
+
+def _phones(links: list[str], texts: list[str], org: Organization | None, region: str | None) -> list[str]:
+    # tel: links first (E.164 when valid), then JSON-LD's telephone, then numbers in text.
+    found = [phone_from_tel(link, region) for link in links if link.lower().startswith("tel:")]
+    if org and org.telephone:
+        found.append(phone_from_tel(f"tel:{org.telephone}", region))
+    if not found:  # numbers the site declares win; otherwise, look in the text
+        found = phones_in(texts, region)
+    return _unique(found)[:10]
+
+
+def _social_links(urls: Iterable[str | None]) -> dict[str, str]:
+    profiles: dict[str, str] = {}
+    for url in urls:
+        found = social_profile(url) if url else None
+        if found and found[0] not in profiles:
+            profiles[found[0]] = found[1]
+    return profiles
+
+
+def _refresh_url(metas: list[Tag], absolute: Any) -> str | None:
+    # <meta http-equiv="refresh" content="0; url=...">, not the one inside <noscript>
+    # (that one is for browsers without JavaScript, which we are not pretending to be).
+    for tag in metas:
+        if (_attr(tag, "http-equiv") or "").strip().lower() != "refresh":
+            continue
+        if tag.find_parent("noscript") is not None:
+            continue
+        match = _REFRESH.match(_attr(tag, "content") or "")
+        if match:
+            return absolute(match.group(1).strip())
+    return None
+
+
+def _cookies(headers: Mapping[str, str]) -> list[str]:
+    get_list = getattr(headers, "get_list", None)
+    if get_list is not None:
+        return list(get_list("set-cookie"))
+    value = headers.get("set-cookie")
+    return [value] if value else []
 
 
 def _keywords(value: str | None) -> list[str]:
@@ -201,7 +413,7 @@ def _keywords(value: str | None) -> list[str]:
     return list(seen)
 
 
-def _language(lang: str | None, headers: Mapping[str, Any], meta: dict[str, str]) -> str | None:
+def _language(lang: str | None, headers: Mapping[str, Any], meta: _Meta) -> str | None:
     # <html lang>, then the Content-Language header, then og:locale (en_US -> en-US).
     candidates = [
         lang,

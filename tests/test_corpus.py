@@ -1,0 +1,166 @@
+"""Metadata extraction accuracy against the third-party page corpus (see tests/corpus.py).
+
+The corpus lives outside the repository (``shared/corpus`` beside it, or
+``$SCRAPERSKY_CORPUS_DIR``); CI has it, so a missing corpus fails rather than skips.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from corpus import (
+    FIELDS,
+    CorpusScore,
+    default_corpus_dir,
+    field_matches,
+    norm_keywords,
+    norm_language,
+    norm_text,
+    note_rules,
+    score_corpus,
+)
+
+#: The fields whose accuracy is gated, and the bar.
+GATED_FIELDS = ("title", "description", "language", "canonical_url")
+MIN_ACCURACY = 0.90
+
+#: Misses judged to be the corpus's fault (wrong or stale expected value), each with
+#: the evidence. They leave the denominator of their field. Only add an entry after
+#: checking page.html: never to make the test pass.
+JUDGED_CORPUS_WRONG: dict[tuple[str, str], str] = {}
+
+
+# --------------------------------------------------------------------------------------
+# The scorer's own rules
+# --------------------------------------------------------------------------------------
+
+PAGE = "https://www.cnn.com/2023/11/06/politics/story/index.html"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected", "got", "matches"),
+    [
+        # URLs: resolved against the page url, http == https, trailing slash, host case.
+        ("canonical_url", "http://www.cnn.com/a/b/", "https://www.cnn.com/a/b", True),
+        ("canonical_url", "https://WWW.CNN.com/a", "https://www.cnn.com/a/", True),
+        ("favicon_url", "/favicon.ico", "https://www.cnn.com/favicon.ico", True),
+        ("favicon_url", "//r.yna.co.kr/f.ico", "https://r.yna.co.kr/f.ico", True),
+        ("favicon_url", "icon.png", "https://www.cnn.com/2023/11/06/politics/story/icon.png", True),
+        ("image", "https://www.cnn.com/a.jpg?q=1", "https://www.cnn.com/a.jpg?q=2", False),
+        ("canonical_url", "https://www.cnn.com/A", "https://www.cnn.com/a", False),  # path case matters
+        ("canonical_url", "https://www.cnn.com/a", "https://edition.cnn.com/a", False),
+        ("canonical_url", "https://www.cnn.com/a", None, False),
+        # language: primary subtag, case-insensitive.
+        ("language", "en", "en-US", True),
+        ("language", "en-US", "EN_gb", True),
+        ("language", "zh", "zh-Hans", True),
+        ("language", "es", "en", False),
+        ("language", "es", None, False),
+        # text: whitespace collapsed and trimmed (NBSP included), otherwise exact.
+        ("title", "A  title\n here", "  A title here ", True),
+        ("description", "tip of\xa0the\xa0spear", "tip of the spear", True),
+        ("description", "Boomer &amp; Craig", "Boomer & Craig", False),  # no double unescape
+        ("title", "Title", "Title | Site", False),
+        ("site_name", "CNN", None, False),
+        # keywords: sets of stripped strings.
+        ("keywords", ["a", "b", " c "], ["c", "a", "b", "a"], True),
+        ("keywords", ["Film", "Culture"], ["Film", "Culture", "Bridesmaids"], False),
+        ("keywords", ["Film"], [], False),
+    ],
+)
+def test_field_matches(name: str, expected, got, matches: bool) -> None:
+    assert field_matches(name, expected, got, url=PAGE) is matches
+
+
+def test_text_prefix_and_alternatives() -> None:
+    assert field_matches("description", "One day in", "One day in July", url=PAGE, prefix=True)
+    assert not field_matches("description", "One day in", "One day in July", url=PAGE)
+    assert not field_matches("description", "One day in July", "One day", url=PAGE, prefix=True)
+    alternatives = ["Title | Site", "OG Title"]
+    assert field_matches("title", "Title", "Title  | Site", url=PAGE, alternatives=alternatives)
+    assert field_matches("title", "Title", "OG Title", url=PAGE, alternatives=alternatives)
+    assert not field_matches("title", "Title", "Other", url=PAGE, alternatives=alternatives)
+
+
+def test_normalisers() -> None:
+    assert norm_text(" a \t\n b ") == "a b"
+    assert norm_text(None) == ""
+    assert norm_language("pt_BR") == "pt"
+    assert norm_keywords(["x ", " x", "", "y"]) == {"x", "y"}
+
+
+def test_note_rules() -> None:
+    rules = note_rules(
+        [
+            # stale / unreliable: the field named first, or in "treat <field> as".
+            "favicon_url matches no <link> href in page.html (raw or resolved): a stale "
+            "goose3 snapshot; treat it as unreliable",
+            "the page's <link rel=canonical href='8003098'> is relative; resolving it "
+            "against url per RFC 3986 gives 'http://x/8003098', but newspaper4k produced "
+            "the value above (og:url is ['http://x/y.html']); treat canonical_url as unreliable",
+            "image is a <link rel~=icon> href (made absolute): newspaper4k falls back to "
+            "icons; a scorer may treat image as absent",
+            # prefix
+            "description is a prefix of the page's meta description",
+            # title alternatives quoted as Python literals; a quoted "stale" is inert.
+            "title is newspaper4k's cleaned title, not the raw <title> "
+            "(\"Gates: 'friendly' and stale | CNN\") or og:title ('OG | CNN'); "
+            "a scorer may accept either",
+            "title is goose3's cleaned title, not the raw <title> ('Raw - BW') or "
+            "og:title (None); a scorer may accept either",
+            # explanations only
+            "favicon_url is relative ('/favicon.ico'); resolve it against url",
+            "keywords: the source value has no commas, so it is one item",
+        ]
+    )
+    assert set(rules.informative) == {"favicon_url", "canonical_url", "image"}
+    assert rules.prefix == {"description"}
+    assert rules.alternatives == {
+        "title": ["Gates: 'friendly' and stale | CNN", "OG | CNN", "Raw - BW"]
+    }
+    assert rules.unparsed == []
+    assert note_rules(None) == note_rules([]) == note_rules([42])
+    assert note_rules("keywords: stale").informative == {"keywords": "keywords: stale"}
+    assert note_rules(["this page is stale"]).unparsed == ["this page is stale"]
+
+
+# --------------------------------------------------------------------------------------
+# The corpus
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus_score() -> CorpusScore:
+    corpus_dir = default_corpus_dir()
+    assert (corpus_dir / "cases").is_dir(), (
+        f"metadata corpus missing at {corpus_dir} (set SCRAPERSKY_CORPUS_DIR)"
+    )
+    score = score_corpus(corpus_dir)
+    assert score.cases, f"no cases in {corpus_dir / 'cases'}"
+    return score
+
+
+def test_judged_entries_name_real_expectations(corpus_score: CorpusScore) -> None:
+    for (case, name), reason in JUDGED_CORPUS_WRONG.items():
+        assert name in FIELDS and reason.strip(), (case, name)
+        expected_file = corpus_score.corpus_dir / "cases" / case / "expected.json"
+        assert expected_file.is_file(), f"JUDGED_CORPUS_WRONG names unknown case {case}"
+        expected = json.loads(expected_file.read_text(encoding="utf-8"))["expected"]
+        assert name in expected, f"{case} states no {name}"
+
+
+@pytest.mark.parametrize("name", GATED_FIELDS)
+def test_accuracy(corpus_score: CorpusScore, name: str) -> None:
+    result = corpus_score[name]
+    judged = [m for m in result.misses if (m.case, m.field) in JUDGED_CORPUS_WRONG]
+    misses = [m for m in result.misses if (m.case, m.field) not in JUDGED_CORPUS_WRONG]
+    compared = result.compared - len(judged)
+    assert compared > 0, f"no {name} expectations in the corpus"
+    accuracy = result.correct / compared
+    listing = "\n".join(f"  {m.case}: expected {m.expected!r}, got {m.got!r}" for m in misses)
+    assert accuracy >= MIN_ACCURACY, (
+        f"{name} accuracy {accuracy:.1%} ({result.correct}/{compared}) is below "
+        f"{MIN_ACCURACY:.0%}; misses:\n{listing}"
+    )
