@@ -187,7 +187,7 @@ def extract_metadata(body: bytes, headers: Mapping[str, str], url: str) -> SiteM
 
     return SiteMetadata(
         # <title> through get_text(): .string is None as soon as the title has markup.
-        title=_clean_title(titles[0] if titles else None) or meta.get("og:title") or meta.get("twitter:title"),
+        title=_title(_clean_title(titles[0] if titles else None), meta),
         description=meta.get("description")
         or meta.get("og:description")
         or meta.get("twitter:description"),
@@ -251,6 +251,29 @@ def _text_of(element: Any) -> str:
     return element.get_text() if isinstance(element, Tag) else "".join(element.itertext())
 
 
+_TITLE_SEPARATOR = re.compile(r"^\s*(?:[|\-–—:·•»/~]|::)\s*\S")
+
+
+def _title(tag_title: str | None, meta: _Meta) -> str | None:
+    """<title>, without the site name the page appends to it; og:title when there is none.
+
+    "Headline | Site" with og:title "Headline" gives "Headline"; so does
+    "Headline - Site" with og:site_name "Site". Otherwise the <title> as written.
+    """
+    og_title = meta.get("og:title") or meta.get("twitter:title")
+    if not tag_title:
+        return og_title
+    if og_title and tag_title != og_title and tag_title.startswith(og_title):
+        if _TITLE_SEPARATOR.match(tag_title[len(og_title):]):
+            return og_title
+    site_name = meta.get("og:site_name")
+    if site_name and tag_title.endswith(site_name) and len(tag_title) > len(site_name):
+        head = tag_title[: -len(site_name)].rstrip()
+        if head and head[-1] in "|-–—:·•»/~":
+            return head[:-1].rstrip() or tag_title
+    return tag_title
+
+
 def _clean_title(tag: Any) -> str | None:
     if tag is None:
         return None
@@ -267,7 +290,7 @@ class _Meta:
     def __init__(self, tags: Iterable[Tag]) -> None:
         self._values: dict[str, list[str]] = {}
         for tag in tags:
-            key = tag.get("property") or tag.get("name") or tag.get("itemprop")
+            key = tag.get("property") or tag.get("name") or tag.get("itemprop") or tag.get("http-equiv")
             content = _text(_attr(tag, "content"))
             if isinstance(key, str) and content:
                 self._values.setdefault(key.strip().lower(), []).append(content)
@@ -414,12 +437,13 @@ def _keywords(value: str | None) -> list[str]:
 
 
 def _language(lang: str | None, headers: Mapping[str, Any], meta: _Meta) -> str | None:
-    # <html lang>, then the Content-Language header, then og:locale (en_US -> en-US).
+    # <html lang>, then the Content-Language header (or its <meta http-equiv>), then
+    # og:locale (en_US -> en-US), then the older <meta name=language|lang|dc.language>.
     candidates = [
         lang,
-        (headers.get("content-language") or "").split(",")[0],
+        (headers.get("content-language") or meta.get("content-language") or "").split(",")[0],
         meta.get("og:locale"),
-        meta.get("language") or meta.get("content-language"),
+        meta.get("language") or meta.get("lang") or meta.get("dc.language"),
     ]
     for candidate in candidates:
         value = _text(candidate)

@@ -154,7 +154,9 @@ def field_matches(
 #     README announces this rule; no note in the current corpus triggers it (the
 #     descriptions ending in "..." are literally so in their pages).
 #  3. "title is <lib>'s cleaned title, not the raw <title> ('...') or og:title ('...');
-#     a scorer may accept either": the quoted values are accepted alternatives.
+#     a scorer may accept either": the quoted values are accepted alternatives, and so
+#     is the raw <title> without its trailing " | Site" segment - the corpus README's
+#     own description of a cleaned title ("may drop a ' | Site' suffix").
 #  -  relative / protocol-relative URLs: every expected URL is resolved against the
 #     page url anyway; "first <link rel~=icon> ... apple-touch-icon", "canonical_url
 #     comes from og:url", "language came from a <meta>", "description equals
@@ -172,6 +174,7 @@ _INFORMATIVE = re.compile(r"\b(stale|unreliable)\b|\btreat\s+\w+\s+as\s+absent\b
 _PREFIX = re.compile(r"\b(prefix|truncated)\b", re.I)
 _TREAT = re.compile(r"\btreat\s+(\w+)\s+as\b", re.I)
 _ALTERNATIVE_BEFORE = re.compile(r"(<title>|og:title)\s*\(\s*$", re.I)
+_SITE_SUFFIX = re.compile(r"^(?P<title>.*\S)\s+[|\-–—:·•»]\s+[^|\-–—:·•»]+$")
 #: A field named in prose: the identifier itself, not part of a tag ("<title>",
 #: "name=keywords>") or of another identifier ("canonical" in "canonical_url").
 _FIELD_NAME = re.compile(r"(?<![<\w])(" + "|".join(FIELDS) + r")(?![>\w])")
@@ -224,13 +227,17 @@ def note_rules(notes: Any) -> NoteRules:
                 rules.unparsed.append(note)
         if subject == "title" and re.search(r"\baccept\b", prose, re.I):
             for literal in _LITERAL.finditer(note):
-                if _ALTERNATIVE_BEFORE.search(prose[: literal.start()]):
+                source = _ALTERNATIVE_BEFORE.search(prose[: literal.start()])
+                if source:
                     try:
                         value = ast.literal_eval(literal.group())
                     except (ValueError, SyntaxError):
                         continue
                     if isinstance(value, str) and value.strip():
                         rules.alternatives.setdefault("title", []).append(value)
+                        cleaned = _SITE_SUFFIX.match(value.strip())
+                        if source.group(1).lower() == "<title>" and cleaned:
+                            rules.alternatives["title"].append(cleaned.group("title"))
     return rules
 
 

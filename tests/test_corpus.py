@@ -118,7 +118,9 @@ def test_note_rules() -> None:
     assert set(rules.informative) == {"favicon_url", "canonical_url", "image"}
     assert rules.prefix == {"description"}
     assert rules.alternatives == {
-        "title": ["Gates: 'friendly' and stale | CNN", "OG | CNN", "Raw - BW"]
+        # the raw <title>s are also accepted without their " | Site" segment
+        "title": ["Gates: 'friendly' and stale | CNN", "Gates: 'friendly' and stale",
+                  "OG | CNN", "Raw - BW", "Raw"]
     }
     assert rules.unparsed == []
     assert note_rules(None) == note_rules([]) == note_rules([42])
