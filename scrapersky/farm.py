@@ -9,7 +9,8 @@ Used by the demo, the tests and the benchmarks, together with connect-to rules
     notfound-*  404                               err500-*   500, always
     flaky-*     503 on the first request, then the homepage
     big-*       a 3 MB page (its head first)      loop-*     redirects to itself
-    moved-*     redirects to ok-<rest>
+    moved-*     redirects to ok-<rest>           refresh-*  a meta refresh to ok-<rest>
+    chain-<n>.*  a meta refresh to chain-<n+1>.* (an endless chain)
 
 Domains under ``.refused.test`` get "connection refused"; port 443 is refused for
 every domain, so fetches fall back to http as they do against a site without TLS.
@@ -71,6 +72,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._redirect(f"http://{host}/")
         elif name.startswith("moved-"):
             self._redirect(f"http://ok-{host.split('-', 1)[1]}/")
+        elif name.startswith("refresh-"):
+            target = f"http://ok-{host.split('-', 1)[1]}/"
+            self._send(200, f"<html><head><meta http-equiv='refresh' content='0; url={target}'>"
+                            "<title>Moved</title></head><body></body></html>".encode())
+        elif name.startswith("chain-") and name[6:].isdigit():
+            rest = host.split(".", 1)[1]
+            self._send(200, f"<html><head><meta http-equiv='refresh' content='0; url=http://chain-"
+                            f"{int(name[6:]) + 1}.{rest}/'><title>Next</title></head></html>".encode())
         elif name.startswith("empty-"):
             self._send(200, b"")
         elif name.startswith("binary-"):

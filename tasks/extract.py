@@ -39,7 +39,7 @@ _CONTACT_HREF = re.compile(
     re.IGNORECASE,
 )
 _LOGO = re.compile(r"logo", re.IGNORECASE)
-_REFRESH = re.compile(r"^\s*\d*(?:\.\d+)?\s*[;,]?\s*(?:url\s*=\s*)?['\"]?([^'\"]+)", re.IGNORECASE)
+_REFRESH = re.compile(r"^\s*\d+(?:\.\d*)?\s*[;,]\s*(?:url\s*=\s*)?['\"]?([^'\"\s][^'\"]*)", re.IGNORECASE)
 
 
 class SiteMetadata(BaseModel):

@@ -29,7 +29,7 @@ from scrapersky.errors import (
     TooManyRedirects,
 )
 
-__all__ = ["Page", "build_client", "client_for", "fetch_homepage", "HTML_MEDIA_TYPES"]
+__all__ = ["Page", "build_client", "client_for", "fetch_homepage", "fetch_url", "HTML_MEDIA_TYPES"]
 
 HTML_MEDIA_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
@@ -119,6 +119,14 @@ def fetch_homepage(client: httpx.Client, domain: str, *, options: BatchOptions) 
         error = _translate(http_error)
         error.args = (f"{error} (https and http both failed)",)
         raise error from None
+
+
+def fetch_url(client: httpx.Client, url: str, *, options: BatchOptions) -> Page:
+    """GET one URL (a meta refresh target); raises a DomainError subclass on failure."""
+    try:
+        return _get(client, url, deadline=time.monotonic() + options.total_timeout, options=options)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+        raise _translate(error) from None
 
 
 def _get(client: httpx.Client, url: str, *, deadline: float, options: BatchOptions) -> Page:

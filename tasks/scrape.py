@@ -12,10 +12,10 @@ from prefect.states import State
 from prefect.tasks import exponential_backoff
 
 from scrapersky.batch import BatchOptions, DomainOutcome, DomainStatus, utcnow
-from scrapersky.errors import DomainError
+from scrapersky.errors import DomainError, TooManyRedirects
 
 from .extract import extract_metadata
-from .fetch import client_for, fetch_homepage
+from .fetch import client_for, fetch_homepage, fetch_url
 
 __all__ = ["scrape_domain", "scrape_domain_for", "outcome_from_error"]
 
@@ -42,8 +42,19 @@ def scrape_domain(domain: str, options: BatchOptions) -> DomainOutcome:
     started_at = utcnow()
     clock = time.perf_counter()
     try:
-        page = fetch_homepage(client_for(options), domain, options=options)
+        client = client_for(options)
+        page = fetch_homepage(client, domain, options=options)
         metadata = extract_metadata(page.body, page.headers, page.url)
+        # A <meta http-equiv=refresh> is a redirect too: followed, within the same limit.
+        hops = 0
+        while metadata.refresh_url and metadata.refresh_url != page.url:
+            hops += 1
+            if hops > options.max_redirects:
+                raise TooManyRedirects(
+                    f"meta refresh chain longer than {options.max_redirects}", final_url=page.url
+                )
+            page = fetch_url(client, metadata.refresh_url, options=options)
+            metadata = extract_metadata(page.body, page.headers, page.url)
     except DomainError as error:
         error.attempts = task_run.run_count
         error.started_at = started_at

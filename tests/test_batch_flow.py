@@ -63,7 +63,7 @@ def test_two_hundred_domains_end_partial_with_every_failure_recorded(database: s
     for domain in good:
         entry = statuses[domain]
         assert entry["status"] == "completed" and entry["attempts"] == 1 and entry["http_status"] == 200
-        assert entry["metadata"]["title"] == f"{domain.split('.')[0]} | Farm"
+        assert entry["metadata"]["title"] == domain.split(".")[0]  # "<name> | Farm" minus the site suffix
         assert entry["metadata"]["description"] == f"The homepage of {domain}."
         assert entry["metadata"]["language"] == "en"
         assert entry["metadata"]["canonical_url"] == f"http://{domain}/"
@@ -87,6 +87,7 @@ def test_permanent_failures_are_tried_once_and_odd_pages_do_not_crash(database: 
     domains = [
         "notfound-1.test", "nested-1.test", "notitle-1.test", "empty-1.test", "binary-1.test",
         "flaky-1.test", "loop-1.test", "big-1.test", "not a domain", "NESTED-1.test", "http://nested-1.test/x",
+        "refresh-5.test", "chain-1.test",
     ]
     state, batch_id = run(domains, options(farm, max_page_bytes=50_000, max_redirects=3))
 
@@ -104,12 +105,18 @@ def test_permanent_failures_are_tried_once_and_odd_pages_do_not_crash(database: 
     assert (s["flaky-1.test"]["status"], s["flaky-1.test"]["attempts"]) == ("completed", 2)
     assert (s["loop-1.test"]["error_type"], s["loop-1.test"]["attempts"]) == ("too_many_redirects", 1)
     assert s["big-1.test"]["status"] == "completed" and s["big-1.test"]["truncated"] is True
-    assert s["big-1.test"]["metadata"]["title"] == "big-1 | Farm"
+    assert s["big-1.test"]["metadata"]["title"] == "big-1"
     assert (s["not a domain"]["error_type"], s["not a domain"]["attempts"]) == ("invalid_domain", 0)
+    # a meta refresh is followed like a redirect, and bounded like one
+    assert s["refresh-5.test"]["final_url"] == "http://ok-5.test/"
+    assert s["refresh-5.test"]["metadata"]["title"] == "ok-5"
+    assert s["chain-1.test"]["error_type"] == "too_many_redirects"
+    chain = [farm.hits[f"chain-{n}.test"] for n in range(1, 7)]
+    assert chain == [1, 1, 1, 1, 0, 0]  # the page, then 3 refreshes (max_redirects=3)
     # duplicates collapse into one domain, and the batch says how many were dropped
-    assert report.total_domains == 9
-    assert report.metadata["input"] == {"submitted": 11, "duplicates": 2, "invalid": 1, "domains": 8}
-    assert (report.completed_domains, report.failed_domains) == (4, 5)
+    assert report.total_domains == 11
+    assert report.metadata["input"] == {"submitted": 13, "duplicates": 2, "invalid": 1, "domains": 10}
+    assert (report.completed_domains, report.failed_domains) == (5, 6)
 
 
 def test_a_batch_where_everything_fails_is_still_persisted_and_the_run_fails(database: str, farm: Farm) -> None:

@@ -46,7 +46,7 @@ def test_scrape_json_then_status_and_other_tenant(cli_env: dict[str, str], farm:
     report = json.loads(scraped.stdout)
     assert (report["status"], report["completed_domains"], report["failed_domains"]) == ("partial", 2, 1)
     assert report["domain_statuses"]["err500-1.test"]["attempts"] == 2
-    assert report["domain_statuses"]["ok-2.test"]["metadata"]["title"] == "ok-2 | Farm"
+    assert report["domain_statuses"]["ok-2.test"]["metadata"]["title"] == "ok-2"
 
     again = scrapersky(cli_env, "status", report["batch_id"], "--json")
     assert again.returncode == 0
