@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 from uuid import UUID
@@ -192,6 +193,34 @@ def status(
     except ScraperSkyError as exc:
         raise _fail(str(exc)) from None
     _print_status(report, as_json)
+
+
+class ExportFormat(str, Enum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+@app.command()
+def export(
+    batch_id: Annotated[UUID, typer.Argument(help="The batch id.")],
+    tenant: TenantOption = None,
+    format: Annotated[ExportFormat, typer.Option("--format", help="csv (flattened) or jsonl (nested).")] = ExportFormat.csv,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+) -> None:
+    """Write one row per domain: its status and its metadata."""
+    from .export import write_csv, write_jsonl
+
+    try:
+        report = _read_status(batch_id, tenant or Settings().tenant_id)
+    except ScraperSkyError as exc:
+        raise _fail(str(exc)) from None
+    write = write_csv if format is ExportFormat.csv else write_jsonl
+    if output is None:
+        write(report, sys.stdout)
+        return
+    with output.open("w", encoding="utf-8", newline="") as handle:
+        count = write(report, handle)
+    err.print(f"{count} domains written to {output}", highlight=False)
 
 
 @app.command()

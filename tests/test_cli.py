@@ -88,3 +88,43 @@ def test_db_init_is_idempotent_and_hides_the_password(cli_env: dict[str, str], p
     assert first.returncode == second.returncode == 0, first.stderr
     assert "schema ready" in second.stdout and "***" in second.stdout
     assert "s3cret-pw" not in first.stdout + first.stderr + second.stdout + second.stderr
+
+
+def test_export_csv_and_jsonl(cli_env: dict[str, str], farm: Farm, tmp_path: Path) -> None:
+    import csv
+
+    rules = [arg for rule in farm.connect_to() for arg in ("--connect-to", rule)]
+    scraped = scrapersky(cli_env, "scrape", "ok-1.test", "notfound-1.test", "--json", *rules)
+    batch_id = json.loads(scraped.stdout)["batch_id"]
+
+    as_csv = scrapersky(cli_env, "export", batch_id, "--format", "csv")
+    assert as_csv.returncode == 0, as_csv.stderr
+    rows = {row["domain"]: row for row in csv.DictReader(as_csv.stdout.splitlines())}
+    assert set(rows) == {"ok-1.test", "notfound-1.test"}
+    assert (rows["ok-1.test"]["status"], rows["ok-1.test"]["title"]) == ("completed", "ok-1")
+    assert rows["ok-1.test"]["keywords"] == "farm; ok-1"
+    assert (rows["notfound-1.test"]["error_type"], rows["notfound-1.test"]["http_status"]) == ("http_error", "404")
+
+    out = tmp_path / "batch.jsonl"
+    as_jsonl = scrapersky(cli_env, "export", batch_id, "--format", "jsonl", "-o", str(out))
+    assert as_jsonl.returncode == 0 and "2 domains written" in as_jsonl.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {line["domain"] for line in lines} == {"ok-1.test", "notfound-1.test"}
+    assert next(l for l in lines if l["domain"] == "ok-1.test")["metadata"]["site_name"] == "ok-1 site"
+
+    other = scrapersky(cli_env, "export", batch_id, "--tenant", str(uuid.uuid4()))
+    assert other.returncode == 1 and "not found" in other.stderr
+
+
+def test_csv_cells_cannot_become_formulas() -> None:
+    import io
+
+    from scrapersky.export import write_csv
+
+    class Report:
+        batch_id = uuid.uuid4()
+        domain_statuses = {"evil.test": {"status": "completed", "metadata": {"title": "=HYPERLINK(\"x\")"}}}
+
+    out = io.StringIO()
+    write_csv(Report(), out)
+    assert "'=HYPERLINK" in out.getvalue()
