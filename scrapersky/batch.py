@@ -7,10 +7,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from .connect_to import ConnectTo
-from .errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "BatchStatus",
@@ -84,20 +81,12 @@ class BatchOptions(BaseModel):
     )
     max_redirects: int = Field(10, ge=0, le=30, description="Redirects followed at most.")
     user_agent: str = Field(DEFAULT_USER_AGENT, min_length=1, max_length=512)
-    connect_to: tuple[str, ...] = Field(
-        (),
-        description="curl-style HOST1:PORT1:HOST2:PORT2 overrides: connect there instead, "
-        "keeping the URL and Host header (e.g. '*.test:80:127.0.0.1:8080').",
+    retry_after_max: float = Field(
+        30.0, ge=0, le=600, description="Longest Retry-After (seconds) honoured before a retry."
     )
-
-    @field_validator("connect_to")
-    @classmethod
-    def _parseable_rules(cls, rules: tuple[str, ...]) -> tuple[str, ...]:
-        try:
-            ConnectTo(rules)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return rules
+    respect_robots: bool = Field(
+        False, description="Check robots.txt first; a disallowed homepage is robots_disallowed."
+    )
 
 
 class DomainOutcome(BaseModel):

@@ -165,11 +165,12 @@ def scrape(
         entries += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not entries:
         raise _fail("no domains given (arguments or --file)", 2)
+    if connect_to:  # the operator's routing: an environment setting, like on a worker
+        os.environ["SCRAPERSKY_CONNECT_TO"] = " ".join(connect_to)
     try:
         settings = Settings()
         plan_domains(entries, max_batch_size=settings.max_batch_size)  # refuse before any work
         options = settings.batch_options(
-            connect_to=tuple(connect_to) if connect_to else None,
             concurrency=concurrency, retries=retries, retry_backoff=retry_backoff,
             connect_timeout=connect_timeout, read_timeout=read_timeout,
             total_timeout=total_timeout, max_page_bytes=max_page_bytes,
@@ -232,9 +233,10 @@ def demo(as_json: JsonOption = False) -> None:
         "nested-1.test", "notitle-1.test", "flaky-1.test", "notfound-1.test",
         "err500-1.test", "down-1.refused.test", "not a domain",
     ]
-    settings = Settings()
     with Farm() as farm:
-        options = settings.batch_options(connect_to=tuple(farm.connect_to()), retry_backoff=0.2)
+        os.environ["SCRAPERSKY_CONNECT_TO"] = " ".join(farm.connect_to())
+        settings = Settings()
+        options = settings.batch_options(retry_backoff=0.2)
         _run_batch(domains, tenant_id=settings.tenant_id, batch_id=None, options=options,
                    as_json=as_json)
 

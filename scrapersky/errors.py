@@ -9,6 +9,11 @@
     |   +-- NetworkFailed                network_error        transient (connection broke mid-response)
     |   +-- HTTPStatusFailed             http_error           transient for 408, 429 and 5xx only
     |   +-- TooManyRedirects             too_many_redirects   permanent
+    |   +-- BadRedirect                  bad_redirect         permanent (to a URL that cannot be fetched)
+    |   +-- BlockedAddress               blocked_address      permanent (not a public address)
+    |   +-- TLSFailed                    tls_error            permanent (certificate, handshake)
+    |   +-- DecodingFailed               decoding_error       permanent (broken compression)
+    |   +-- RobotsDisallowed             robots_disallowed    permanent (only when robots.txt is respected)
     |   +-- NotHTML                      not_html             permanent
     |   +-- EmptyBody                    empty_body           permanent
     +-- BatchError                       a whole batch is refused
@@ -36,6 +41,11 @@ __all__ = [
     "NetworkFailed",
     "HTTPStatusFailed",
     "TooManyRedirects",
+    "BadRedirect",
+    "BlockedAddress",
+    "TLSFailed",
+    "DecodingFailed",
+    "RobotsDisallowed",
     "NotHTML",
     "EmptyBody",
     "BatchError",
@@ -88,10 +98,12 @@ class DomainError(ScraperSkyError):
         *,
         http_status: int | None = None,
         final_url: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.final_url = final_url
+        self.retry_after = retry_after  # seconds the server asked us to wait (429/503)
         self.attempts = 1
 
 
@@ -143,6 +155,36 @@ class TooManyRedirects(DomainError):
     """The redirect chain was longer than allowed."""
 
     error_type = "too_many_redirects"
+
+
+class BadRedirect(DomainError):
+    """A redirect to a URL that cannot be fetched (another scheme, a broken Location)."""
+
+    error_type = "bad_redirect"
+
+
+class BlockedAddress(DomainError):
+    """The domain resolves (or redirects) to an address that is not on the public internet."""
+
+    error_type = "blocked_address"
+
+
+class TLSFailed(DomainError):
+    """No trustworthy TLS connection (self-signed or expired certificate, failed handshake)."""
+
+    error_type = "tls_error"
+
+
+class DecodingFailed(DomainError):
+    """The response's compression is broken or not one we asked for."""
+
+    error_type = "decoding_error"
+
+
+class RobotsDisallowed(DomainError):
+    """robots.txt disallows the homepage (only checked when asked to)."""
+
+    error_type = "robots_disallowed"
 
 
 class NotHTML(DomainError):

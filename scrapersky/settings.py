@@ -6,6 +6,8 @@ batch option has an environment variable (``SCRAPERSKY_CONCURRENCY``, ...).
 
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -13,12 +15,24 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .batch import DEFAULT_TENANT_ID, BatchOptions
+from .connect_to import ConnectTo
+from .errors import ConfigError
 
-__all__ = ["Settings", "DEFAULT_DATABASE_URL", "DEFAULT_MAX_BATCH_SIZE"]
+__all__ = ["Settings", "Reach", "DEFAULT_DATABASE_URL", "DEFAULT_MAX_BATCH_SIZE"]
 
 #: The embedded default: a SQLite file in the working directory, no server needed.
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///scrapersky.db"
 DEFAULT_MAX_BATCH_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Where fetches may connect: connect-to routing, and networks allowed beyond the
+    public internet. The operator's (environment, CLI), never a run parameter: a
+    tenant submitting a batch cannot point the scraper at an internal service."""
+
+    connect_to: tuple[str, ...] = ()
+    allow_networks: tuple[str, ...] = ()
 
 
 class Settings(BaseSettings, BatchOptions):
@@ -33,14 +47,38 @@ class Settings(BaseSettings, BatchOptions):
     )
     tenant_id: UUID = DEFAULT_TENANT_ID
     max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1)
+    # Network reach: the operator's, never a run parameter (see tasks/network.py).
     connect_to: Annotated[tuple[str, ...], NoDecode] = ()
+    allow_networks: Annotated[tuple[str, ...], NoDecode] = ()
 
-    @field_validator("connect_to", mode="before")
+    @field_validator("connect_to", "allow_networks", mode="before")
     @classmethod
-    def _split_rules(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part for part in value.replace(",", " ").split() if part)
         return value
+
+    @field_validator("connect_to")
+    @classmethod
+    def _parseable_rules(cls, rules: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            ConnectTo(rules)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return rules
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, networks: tuple[str, ...]) -> tuple[str, ...]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"SCRAPERSKY_ALLOW_NETWORKS: {exc}") from None
+        return networks
+
+    def reach(self) -> Reach:
+        return Reach(connect_to=self.connect_to, allow_networks=self.allow_networks)
 
     def batch_options(self, **overrides: Any) -> BatchOptions:
         """The options of a batch: these settings, with the given fields replaced."""

@@ -13,6 +13,7 @@ from prefect.tasks import exponential_backoff
 
 from scrapersky.batch import BatchOptions, DomainOutcome, DomainStatus, utcnow
 from scrapersky.errors import DomainError, TooManyRedirects
+from scrapersky.settings import Settings
 
 from .extract import extract_metadata
 from .fetch import client_for, fetch_homepage, fetch_url
@@ -42,7 +43,7 @@ def scrape_domain(domain: str, options: BatchOptions) -> DomainOutcome:
     started_at = utcnow()
     clock = time.perf_counter()
     try:
-        client = client_for(options)
+        client = client_for(options, Settings().reach())
         page = fetch_homepage(client, domain, options=options)
         metadata = extract_metadata(page.body, page.headers, page.url)
         # A <meta http-equiv=refresh> is a redirect too: followed, within the same limit.
@@ -59,6 +60,10 @@ def scrape_domain(domain: str, options: BatchOptions) -> DomainOutcome:
         error.attempts = task_run.run_count
         error.started_at = started_at
         error.elapsed_ms = round((time.perf_counter() - clock) * 1000)
+        if error.retryable and error.retry_after and task_run.run_count <= options.retries:
+            # The server said when to come back (429, 503): wait that long, up to a cap,
+            # before Prefect's own backoff for the next attempt.
+            time.sleep(min(error.retry_after, options.retry_after_max))
         raise
     return DomainOutcome(
         domain=domain,

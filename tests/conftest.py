@@ -38,8 +38,11 @@ def prefect_api() -> Iterator[str]:
 
 
 @pytest.fixture
-def farm() -> Iterator[Farm]:
+def farm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Farm]:
+    """The local web farm, with its connect-to routing in the environment (the operator's
+    setting, read by every fetch in this process)."""
     with Farm() as running:
+        monkeypatch.setenv("SCRAPERSKY_CONNECT_TO", " ".join(running.connect_to()))
         yield running
 
 

@@ -21,7 +21,7 @@ OTHER_TENANT = uuid.UUID("22222222-2222-2222-2222-222222222222")
 
 
 def options(farm: Farm, **overrides) -> BatchOptions:
-    values = dict(connect_to=tuple(farm.connect_to()), retries=2, retry_backoff=0.01, concurrency=16)
+    values = dict(retries=2, retry_backoff=0.01, concurrency=16)
     values.update(overrides)
     return BatchOptions(**values)
 

@@ -60,6 +60,17 @@ def test_no_rule_no_override() -> None:
     assert ConnectTo(["a.test:80::"]).target("a.test", 80) == ("a.test", 80)
 
 
-def test_options_refuse_a_bad_rule() -> None:
+def test_settings_refuse_a_bad_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scrapersky.settings import Settings
+
+    monkeypatch.setenv("SCRAPERSKY_CONNECT_TO", "*.test:80:127.0.0.1:8080 nonsense")
     with pytest.raises(ValueError, match="HOST1:PORT1:HOST2:PORT2"):
-        BatchOptions(connect_to=("nonsense",))
+        Settings()
+
+
+def test_connect_to_is_not_a_run_parameter() -> None:
+    # Routing is the operator's: a batch's options cannot carry it (nor allowed networks).
+    assert "connect_to" not in BatchOptions.model_fields
+    assert "allow_networks" not in BatchOptions.model_fields
+    with pytest.raises(ValueError):
+        BatchOptions(connect_to=("*::10.0.0.1:80",))

@@ -14,12 +14,13 @@ from scrapersky.errors import (
     TooManyRedirects,
 )
 from scrapersky.farm import Farm
+from scrapersky.settings import Reach
 from tasks.fetch import build_client, fetch_homepage
 
 
 def fetch(farm: Farm, domain: str, **options):
-    opts = BatchOptions(connect_to=tuple(farm.connect_to()), **options)
-    with build_client(opts) as client:
+    opts = BatchOptions(**options)
+    with build_client(opts, Reach(connect_to=tuple(farm.connect_to()))) as client:
         return fetch_homepage(client, domain, options=opts)
 
 
@@ -33,8 +34,8 @@ def test_falls_back_to_http_and_keeps_the_domain_in_url_and_host(farm: Farm) -> 
 
 
 def test_user_agent_names_the_project(farm: Farm) -> None:
-    opts = BatchOptions(connect_to=tuple(farm.connect_to()))
-    with build_client(opts) as client:
+    opts = BatchOptions()
+    with build_client(opts, Reach(connect_to=tuple(farm.connect_to()))) as client:
         assert "ScraperSky" in client.headers["User-Agent"]
 
 
@@ -101,9 +102,10 @@ def test_a_silent_server_times_out_within_bounds(timeouts: dict, bound: float) -
     listener.listen(8)
     port = listener.getsockname()[1]
     try:
-        opts = BatchOptions(connect_to=(f"*.test::127.0.0.1:{port}",), **timeouts)
+        opts = BatchOptions(**timeouts)
         started = time.monotonic()
-        with build_client(opts) as client, pytest.raises(FetchTimeout) as raised:
+        reach = Reach(connect_to=(f"*.test::127.0.0.1:{port}",))
+        with build_client(opts, reach) as client, pytest.raises(FetchTimeout) as raised:
             fetch_homepage(client, "silent.test", options=opts)
         assert time.monotonic() - started < bound
         assert raised.value.retryable

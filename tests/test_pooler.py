@@ -132,7 +132,7 @@ def test_several_batches_at_once_in_one_process(
     from scrapersky.batch import BatchOptions
 
     monkeypatch.setenv("DATABASE_URL", pooled_url)
-    options = BatchOptions(connect_to=tuple(farm.connect_to()), retries=0, concurrency=8)
+    options = BatchOptions(retries=0, concurrency=8)
     states: dict[int, object] = {}
 
     def run(n: int) -> None:
