@@ -49,7 +49,6 @@ __all__ = ["Page", "build_client", "client_for", "fetch_homepage", "fetch_url", 
 HTML_MEDIA_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
 _ACCEPT_ENCODING = "gzip, deflate"  # decoded here, with a bound (see _read_capped)
-_CHUNK = 64 * 1024
 _ROBOTS_MAX_BYTES = 500_000
 
 
@@ -77,6 +76,7 @@ def build_client(options: BatchOptions, reach: Reach = Reach()) -> httpx.Client:
     )
     return httpx.Client(
         transport=transport,
+        mounts=_environment_proxies(options),
         timeout=httpx.Timeout(
             connect=options.connect_timeout,
             read=options.read_timeout,
@@ -85,8 +85,19 @@ def build_client(options: BatchOptions, reach: Reach = Reach()) -> httpx.Client:
         ),
         follow_redirects=False,  # followed hop by hop in _get
         headers={"User-Agent": options.user_agent, "Accept": _ACCEPT, "Accept-Encoding": _ACCEPT_ENCODING},
-        trust_env=True,  # HTTP(S)_PROXY / NO_PROXY work as usual
     )
+
+
+def _environment_proxies(options: BatchOptions) -> dict[str, httpx.HTTPTransport | None]:
+    """HTTP_PROXY / HTTPS_PROXY / ALL_PROXY / NO_PROXY, as httpx reads them. (httpx
+    ignores them once a transport is given, so they are mounted here.) Behind a proxy,
+    the proxy resolves names: the address check cannot see where it connects."""
+    from httpx._utils import get_environment_proxies
+
+    return {
+        pattern: None if url is None else httpx.HTTPTransport(proxy=url, retries=0)
+        for pattern, url in get_environment_proxies().items()
+    }
 
 
 _clients: dict[tuple[BatchOptions, Reach], httpx.Client] = {}
@@ -157,7 +168,9 @@ def _timeout(options: BatchOptions, deadline: float, url: str) -> dict[str, floa
     ).as_dict()
 
 
-def _get(client: httpx.Client, url: str, *, deadline: float, options: BatchOptions) -> Page:
+def _get(
+    client: httpx.Client, url: str, *, deadline: float, options: BatchOptions, html_only: bool = True
+) -> Page:
     """Follow the redirect chain from ``url`` hop by hop; the final page, read capped."""
     request = client.build_request("GET", url)
     for _ in range(options.max_redirects + 1):
@@ -171,14 +184,14 @@ def _get(client: httpx.Client, url: str, *, deadline: float, options: BatchOptio
                 raise _translate(exc) from None
             try:
                 if response.next_request is None:
-                    return _page(response, deadline=deadline, options=options)
+                    return _page(response, deadline=deadline, options=options, html_only=html_only)
                 request = response.next_request
             finally:
                 response.close()
     raise TooManyRedirects(f"more than {options.max_redirects} redirects", final_url=str(request.url))
 
 
-def _page(response: httpx.Response, *, deadline: float, options: BatchOptions) -> Page:
+def _page(response: httpx.Response, *, deadline: float, options: BatchOptions, html_only: bool) -> Page:
     final_url = str(response.url)
     if not response.is_success:
         raise HTTPStatusFailed(
@@ -188,7 +201,7 @@ def _page(response: httpx.Response, *, deadline: float, options: BatchOptions) -
             retry_after=_retry_after(response.headers.get("retry-after")),
         )
     media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type and media_type not in HTML_MEDIA_TYPES:
+    if html_only and media_type and media_type not in HTML_MEDIA_TYPES:
         raise NotHTML(
             f"content type is {media_type}, not HTML", http_status=response.status_code, final_url=final_url
         )
@@ -216,7 +229,7 @@ def _read_capped(response: httpx.Response, *, deadline: float, options: BatchOpt
     decoder = _decoder(response)
     chunks: list[bytes] = []
     size = 0
-    for raw in response.iter_raw(_CHUNK):
+    for raw in response.iter_raw():  # as received: a chunk size would wait to fill it
         pending = raw
         while pending:
             if decoder is None:
@@ -268,7 +281,7 @@ def _check_robots(client: httpx.Client, domain: str, *, options: BatchOptions, d
     for scheme in ("https", "http"):
         url = f"{scheme}://{domain}/robots.txt"
         try:
-            response = _get(client, url, deadline=deadline, options=robots_options)
+            response = _get(client, url, deadline=deadline, options=robots_options, html_only=False)
         except (httpx.HTTPError, DomainError):
             continue
         parser = RobotFileParser()

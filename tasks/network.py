@@ -72,7 +72,8 @@ class AddressPolicy:
         inner = _embedded_ipv4(ip)
         if inner is not ip and any(inner in n for n in self.allowed if n.version == 4):
             return None
-        for candidate in {ip, inner}:
+        # An IPv6 address that carries an IPv4 one is judged by the IPv4 address.
+        for candidate in (inner,):
             if candidate.is_unspecified:
                 return "unspecified"
             if candidate.is_loopback:

@@ -37,6 +37,29 @@ def prefect_api() -> Iterator[str]:
         yield PREFECT_API_URL.value()
 
 
+@pytest.fixture(autouse=True)
+def no_dns_queries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never ask a DNS server anything (it is not on loopback): in this process the
+    fetch resolver answers literal addresses and /etc/hosts names only."""
+    import ipaddress
+
+    import tasks.network
+    from scrapersky.errors import DNSFailed
+
+    real = tasks.network.system_resolver
+
+    def hosts_only(host: str, port: int) -> list[str]:
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            names = {name for line in open("/etc/hosts") for name in line.split("#")[0].split()[1:]}
+            if host not in names:
+                raise DNSFailed(f"{host}: tests do not query DNS (not in /etc/hosts)") from None
+        return real(host, port)
+
+    monkeypatch.setattr(tasks.network, "system_resolver", hosts_only)
+
+
 @pytest.fixture
 def farm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Farm]:
     """The local web farm, with its connect-to routing in the environment (the operator's
