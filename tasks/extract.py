@@ -24,7 +24,7 @@ from scrapersky.errors import EmptyBody, NotHTML
 
 from .contacts import email_from_mailto, emails_in, phone_from_tel, phones_in, region_hint, social_profile
 from .structured_data import Organization, json_ld_items, organization_in, website_name_in
-from .tech_stack import SCRIPT_HINT, Evidence, TechStack
+from .tech_stack import Evidence, TechStack
 
 __all__ = ["SiteMetadata", "extract_metadata", "decode_html"]
 

@@ -7,6 +7,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -21,6 +22,9 @@ from db.engine import create_engine, init_schema  # noqa: E402
 from scrapersky.farm import Farm  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))  # test helpers: pgbouncer, pooler_workload
+
+if TYPE_CHECKING:
+    from pgbouncer import PgBouncer
 
 #: The server the tests may create databases in (the machine's PostgreSQL).
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -111,7 +115,7 @@ def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tm
 
 
 @pytest.fixture(scope="session")
-def pgbouncer() -> Iterator["PgBouncer"]:
+def pgbouncer() -> Iterator[PgBouncer]:
     """A real PgBouncer, transaction mode, default_pool_size = 2 (Supavisor's stand-in)."""
     from pgbouncer import PgBouncer
 

@@ -2,7 +2,6 @@
 
 import time
 
-import httpx
 import pytest
 
 from scrapersky.batch import BatchOptions
