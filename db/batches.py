@@ -50,13 +50,25 @@ class BatchStatusReport(BaseModel):
     metadata: dict[str, Any]
 
 
+async def _lock(session: AsyncSession, batch_id: UUID) -> BatchJob | None:
+    """The batch row, locked until the transaction ends (a row lock: pooler-safe)."""
+    return await session.scalar(select(BatchJob).where(BatchJob.batch_id == batch_id).with_for_update())
+
+
 async def _locked_batch(session: AsyncSession, batch_id: UUID, tenant_id: UUID) -> BatchJob:
-    row = await session.scalar(
-        select(BatchJob).where(BatchJob.batch_id == batch_id).with_for_update()
-    )
+    row = await _lock(session, batch_id)
     if row is None or row.tenant_id != tenant_id:
         raise BatchNotFound(f"batch {batch_id} not found")
     return row
+
+
+def _finish(row: BatchJob, status: BatchStatus) -> None:
+    now = utcnow()
+    row.status = status
+    row.end_time = now
+    if row.start_time is not None:
+        row.processing_time = (now - _aware(row.start_time)).total_seconds()
+    row.updated_at = now
 
 
 async def open_batch(
@@ -76,8 +88,7 @@ async def open_batch(
     Returns the domains an earlier run of this batch already completed.
     """
     now = utcnow()
-    locked = select(BatchJob).where(BatchJob.batch_id == batch_id).with_for_update()
-    row = await session.scalar(locked)
+    row = await _lock(session, batch_id)
     if row is None:
         values = dict(
             batch_id=batch_id,
@@ -91,7 +102,7 @@ async def open_batch(
         )
         values.update({name: LEGACY_FILLS[name](batch_id) for name in schema.legacy_fills})
         await session.execute(insert(schema.batch_table()).values(**values))
-        row = await session.scalar(locked)
+        row = await _lock(session, batch_id)
     elif row.tenant_id != tenant_id:
         raise BatchNotFound(f"batch {batch_id} not found")
     metadata = dict(row.batch_metadata or {})
@@ -141,18 +152,13 @@ async def record_outcomes(
     failed = sum(1 for e in statuses.values() if e.get("status") == DomainStatus.FAILED)
     total = max(row.total_domains, len(statuses))
     status = batch_status_for(completed=completed, failed=failed)
-    now = utcnow()
     metadata["domain_statuses"] = statuses
     row.batch_metadata = metadata
     row.total_domains = total
     row.completed_domains = completed
     row.failed_domains = failed
     row.progress = round(100.0 * (completed + failed) / total, 2) if total else 100.0
-    row.status = status
-    row.end_time = now
-    if row.start_time is not None:
-        row.processing_time = (now - _aware(row.start_time)).total_seconds()
-    row.updated_at = now
+    _finish(row, status)
     return status
 
 
@@ -177,18 +183,11 @@ async def end_batch(
 
     A batch that already has a final status keeps it. Returns whether the row changed.
     """
-    row = await session.scalar(
-        select(BatchJob).where(BatchJob.batch_id == batch_id).with_for_update()
-    )
+    row = await _lock(session, batch_id)
     if row is None or row.status not in (BatchStatus.PENDING, BatchStatus.RUNNING):
         return False
-    now = utcnow()
-    row.status = status
     row.error = error
-    row.end_time = now
-    if row.start_time is not None:
-        row.processing_time = (now - _aware(row.start_time)).total_seconds()
-    row.updated_at = now
+    _finish(row, status)
     return True
 
 
