@@ -23,6 +23,7 @@ __all__ = [
     "PROCESSOR_TYPE",
     "BatchStatusReport",
     "open_batch",
+    "save_progress",
     "record_outcomes",
     "end_batch",
     "get_batch_status",
@@ -106,9 +107,11 @@ async def open_batch(
     elif row.tenant_id != tenant_id:
         raise BatchNotFound(f"batch {batch_id} not found")
     metadata = dict(row.batch_metadata or {})
+    # Statuses of earlier runs: the final ones, and those saved by a run that died.
     statuses: dict[str, dict[str, Any]] = dict(metadata.get("domain_statuses") or {})
+    statuses.update(await _saved_outcomes(session, batch_id))
     keys = set(statuses) | set(domains)
-    metadata.update(flow_run_id=flow_run_id, input=input_summary, domain_statuses=statuses)
+    metadata.update(flow_run_id=flow_run_id, input=input_summary)
     row.batch_metadata = metadata
     row.options = options
     row.total_domains = len(keys)
@@ -121,6 +124,38 @@ async def open_batch(
     return {d for d, entry in statuses.items() if entry.get("status") == DomainStatus.COMPLETED}
 
 
+async def _saved_outcomes(session: AsyncSession, batch_id: UUID) -> dict[str, dict[str, Any]]:
+    found = await session.execute(
+        select(DomainResult.domain, DomainResult.outcome).where(
+            DomainResult.batch_id == batch_id, DomainResult.outcome.is_not(None)
+        )
+    )
+    return dict(found.tuples().all())
+
+
+def _count(row: BatchJob, statuses: dict[str, dict[str, Any]]) -> tuple[int, int]:
+    completed = sum(1 for e in statuses.values() if e.get("status") == DomainStatus.COMPLETED)
+    failed = sum(1 for e in statuses.values() if e.get("status") == DomainStatus.FAILED)
+    row.total_domains = max(row.total_domains or 0, len(statuses))
+    row.completed_domains = completed
+    row.failed_domains = failed
+    row.progress = round(100.0 * (completed + failed) / row.total_domains, 2) if row.total_domains else 100.0
+    return completed, failed
+
+
+async def save_progress(
+    session: AsyncSession, *, batch_id: UUID, tenant_id: UUID, outcomes: Iterable[DomainOutcome]
+) -> None:
+    """Save outcomes as they come (one row each in domain_results) and move the batch's
+    counts and progress; the row's status stays ``running``. Called every few seconds."""
+    row = await _locked_batch(session, batch_id, tenant_id)
+    await _upsert_results(session, batch_id, list(outcomes))
+    statuses = dict((row.batch_metadata or {}).get("domain_statuses") or {})
+    statuses.update(await _saved_outcomes(session, batch_id))
+    _count(row, statuses)
+    row.updated_at = utcnow()
+
+
 async def record_outcomes(
     session: AsyncSession,
     *,
@@ -128,52 +163,51 @@ async def record_outcomes(
     tenant_id: UUID,
     outcomes: Iterable[DomainOutcome],
 ) -> BatchStatus:
-    """Store the domains' outcomes and the batch's final counts, progress and status."""
+    """Store the last outcomes and the batch's final statuses, counts, progress and status.
+
+    ``outcomes`` are those not saved yet; the ones save_progress saved are read back, so
+    batch_metadata["domain_statuses"] is written once, at the end."""
     row = await _locked_batch(session, batch_id, tenant_id)
+    outcomes = list(outcomes)
+    await _upsert_results(session, batch_id, outcomes)
     metadata = dict(row.batch_metadata or {})
     statuses: dict[str, dict[str, Any]] = dict(metadata.get("domain_statuses") or {})
-    results: list[dict[str, Any]] = []
-    for outcome in outcomes:
-        statuses[outcome.domain] = outcome.status_entry()
-        if outcome.metadata is not None:
-            results.append(
-                {
-                    "batch_id": batch_id,
-                    "domain": outcome.domain,
-                    "final_url": outcome.final_url,
-                    "site_metadata": outcome.metadata,
-                    "updated_at": utcnow(),
-                }
-            )
-    if results:
-        await _upsert_results(session, results)
-
-    completed = sum(1 for e in statuses.values() if e.get("status") == DomainStatus.COMPLETED)
-    failed = sum(1 for e in statuses.values() if e.get("status") == DomainStatus.FAILED)
-    total = max(row.total_domains, len(statuses))
+    statuses.update(await _saved_outcomes(session, batch_id))
+    completed, failed = _count(row, statuses)
     status = batch_status_for(completed=completed, failed=failed)
     metadata["domain_statuses"] = statuses
     row.batch_metadata = metadata
-    row.total_domains = total
-    row.completed_domains = completed
-    row.failed_domains = failed
-    row.progress = round(100.0 * (completed + failed) / total, 2) if total else 100.0
     _finish(row, status)
     return status
 
 
-async def _upsert_results(session: AsyncSession, results: list[dict[str, Any]]) -> None:
+async def _upsert_results(session: AsyncSession, batch_id: UUID, outcomes: list[DomainOutcome]) -> None:
+    if not outcomes:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "batch_id": batch_id,
+            "domain": outcome.domain,
+            "final_url": outcome.final_url,
+            "outcome": outcome.status_entry(),
+            "site_metadata": outcome.metadata,
+            "updated_at": now,
+        }
+        for outcome in outcomes
+    ]
     upsert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
     statement = upsert(DomainResult)
     statement = statement.on_conflict_do_update(
         index_elements=[DomainResult.batch_id, DomainResult.domain],
         set_={
             "final_url": statement.excluded.final_url,
+            "outcome": statement.excluded.outcome,
             "site_metadata": statement.excluded.site_metadata,
             "updated_at": statement.excluded.updated_at,
         },
     )
-    await session.execute(statement, results)
+    await session.execute(statement, rows)
 
 
 async def end_batch(
@@ -201,13 +235,17 @@ async def get_batch_status(
     if row is None:
         raise BatchNotFound(f"batch {batch_id} not found")
     metadata = dict(row.batch_metadata or {})
-    statuses = metadata.pop("domain_statuses", None) or {}
+    statuses = dict(metadata.pop("domain_statuses", None) or {})
     found = await session.execute(
-        select(DomainResult.domain, DomainResult.site_metadata).where(
+        select(DomainResult.domain, DomainResult.outcome, DomainResult.site_metadata).where(
             DomainResult.batch_id == batch_id
         )
     )
-    site_metadata = dict(found.tuples().all())
+    site_metadata: dict[str, Any] = {}
+    for domain, outcome, metadata_of_domain in found.tuples():
+        site_metadata[domain] = metadata_of_domain
+        if outcome is not None:
+            statuses[domain] = outcome  # saved while the batch runs (or by a run that died)
     domain_statuses = {
         domain: {**entry, "metadata": site_metadata.get(domain)}
         for domain, entry in statuses.items()

@@ -59,7 +59,8 @@ class BatchJob(Base):
 
 
 class DomainResult(Base):
-    """The site metadata extracted for one domain of one batch."""
+    """One domain of one batch: its outcome as soon as it is known (saved while the batch
+    runs, so a killed run loses nothing) and the site metadata extracted."""
 
     __tablename__ = "domain_results"
 
@@ -67,7 +68,8 @@ class DomainResult(Base):
     batch_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     domain: Mapped[str] = mapped_column(primary_key=True)
     final_url: Mapped[str | None]
-    site_metadata: Mapped[dict[str, Any]]
+    outcome: Mapped[dict[str, Any] | None]  # the compact status entry
+    site_metadata: Mapped[dict[str, Any] | None]
     updated_at: Mapped[datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, server_default=func.now()
     )

@@ -3,9 +3,19 @@ the batch's progress and every domain's outcome stored in ``batch_jobs``."""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from prefect import flow, unmapped
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.client.schemas.objects import Flow, FlowRun
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
@@ -19,7 +29,7 @@ from scrapersky import progress
 from scrapersky.batch import DEFAULT_TENANT_ID, BatchOptions, BatchStatus, DomainOutcome
 from scrapersky.domains import DomainPlan, plan_domains
 from scrapersky.settings import Settings
-from tasks.persist import open_batch, persist_batch
+from tasks.persist import open_batch, persist_batch, save_progress
 from tasks.scrape import outcome_from_error, scrape_domain_for
 
 __all__ = ["batch_scrape"]
@@ -77,10 +87,15 @@ def batch_scrape(
         options=options.model_dump(mode="json"),
         flow_run_id=flow_run.id,
     )
-    outcomes = _rejected(plan) + _scrape_all(
-        [domain for domain in plan.domains if domain not in already_done], options
-    )
-    status = persist_batch(batch_id=batch_id, tenant_id=tenant_id, outcomes=outcomes)
+    to_fetch = [domain for domain in plan.domains if domain not in already_done]
+    tally = _Tally(total=len(to_fetch), progress=create_progress_artifact(0.0, description=f"batch {batch_id}"))
+
+    def save(outcomes: list[DomainOutcome]) -> bool:
+        return _save_progress(batch_id, tenant_id, outcomes, tally)
+
+    unsaved = _scrape_all(to_fetch, options, save=save, tally=tally)
+    status = persist_batch(batch_id=batch_id, tenant_id=tenant_id, outcomes=_rejected(plan) + unsaved)
+    _publish_summary(batch_id, status, tally, skipped=len(already_done))
 
     if status == BatchStatus.FAILED:
         return Failed(message=f"batch {batch_id}: every domain failed", data=status)
@@ -91,16 +106,68 @@ def _rejected(plan: DomainPlan) -> list[DomainOutcome]:
     return [outcome_from_error(entry, error) for entry, error in plan.invalid.items()]
 
 
-def _scrape_all(domains: list[str], options: BatchOptions) -> list[DomainOutcome]:
+#: Seconds between two progress saves: a small write every few seconds, never one a domain.
+PROGRESS_INTERVAL = 3.0
+_SUMMARY_ROWS = 500
+
+
+@dataclass
+class _Tally:
+    """What the batch's artifacts show: counts, failures, the progress artifact."""
+
+    total: int
+    progress: UUID | None = None
+    done: int = 0
+    by_type: Counter[str] = field(default_factory=Counter)
+    failures: list[dict[str, object]] = field(default_factory=list)
+
+    def add(self, outcome: DomainOutcome) -> None:
+        self.done += 1
+        self.by_type[outcome.error_type or "completed"] += 1
+        if outcome.error_type and len(self.failures) < _SUMMARY_ROWS:
+            self.failures.append({"domain": outcome.domain, "error_type": outcome.error_type,
+                                  "attempts": outcome.attempts, "error": outcome.error})
+
+
+def _save_progress(batch_id: UUID, tenant_id: UUID, outcomes: list[DomainOutcome], tally: _Tally) -> bool:
+    # Best effort: when the database is away, the outcomes stay for the final persist,
+    # which has its own retries.
+    state = save_progress.with_options(retries=0)(
+        batch_id=batch_id, tenant_id=tenant_id, outcomes=outcomes, return_state=True
+    )
+    if tally.progress is not None and tally.total:
+        update_progress_artifact(tally.progress, 100.0 * tally.done / tally.total)
+    return state.is_completed()
+
+
+def _publish_summary(batch_id: UUID, status: BatchStatus, tally: _Tally, *, skipped: int) -> None:
+    if tally.progress is not None:
+        update_progress_artifact(tally.progress, 100.0)
+    counts = "\n".join(f"| {kind} | {count} |" for kind, count in tally.by_type.most_common())
+    create_markdown_artifact(
+        f"# Batch {batch_id}: {status}\n\n{tally.done} domains fetched by this run"
+        f" ({skipped} already completed by an earlier run).\n\n| outcome | domains |\n|---|---|\n{counts}\n",
+        description="batch summary",
+    )
+    if tally.failures:
+        create_table_artifact(tally.failures, description=f"failed domains (first {_SUMMARY_ROWS})")
+
+
+def _scrape_all(
+    domains: list[str], options: BatchOptions, *, save: Callable[[list[DomainOutcome]], bool], tally: _Tally
+) -> list[DomainOutcome]:
     """Fan out one task run per domain, at most ``options.concurrency`` at a time.
 
     Outcomes are collected as plain data, failures included: a downstream task never
-    receives the futures of failed runs (Prefect would skip it silently).
+    receives the futures of failed runs (Prefect would skip it silently). Every
+    PROGRESS_INTERVAL seconds they are saved, so a run that dies loses at most the last
+    few seconds; the ones not saved yet are returned.
     """
     if not domains:
         return []
     scrape_domain = scrape_domain_for(options)
-    outcomes: list[DomainOutcome] = []
+    unsaved: list[DomainOutcome] = []
+    last_save = time.monotonic()
     with ThreadPoolTaskRunner(max_workers=options.concurrency) as runner:
         futures = runner.map(scrape_domain, {"domain": domains, "options": unmapped(options)})
         domain_of = {future.task_run_id: domain for future, domain in zip(futures, domains)}
@@ -109,10 +176,13 @@ def _scrape_all(domains: list[str], options: BatchOptions) -> list[DomainOutcome
                 result = future.result(raise_on_failure=False)
             except Exception as error:  # a crashed or cancelled task run
                 result = error
-            domain = domain_of[future.task_run_id]
-            if isinstance(result, DomainOutcome):
-                outcomes.append(result)
-            else:
-                outcomes.append(outcome_from_error(domain, result))
-            progress.report(len(outcomes), len(domains))
-    return outcomes
+            if not isinstance(result, DomainOutcome):
+                result = outcome_from_error(domain_of[future.task_run_id], result)
+            unsaved.append(result)
+            tally.add(result)
+            progress.report(tally.done, len(domains))
+            if time.monotonic() - last_save >= PROGRESS_INTERVAL:
+                if save(unsaved):
+                    unsaved = []
+                last_save = time.monotonic()
+    return unsaved

@@ -21,6 +21,7 @@ Hostile ones, for the failure tests (each bounded in bytes and time):
     ratelimited-*  429 with Retry-After: 1, then the homepage
     reset-*        a connection reset in the middle of the body
     robots-*       a robots.txt that disallows everything
+    delay-*        the homepage after 0.2 s (a batch that takes a while)
 
 Domains under ``.refused.test`` get "connection refused"; under ``.selfsigned.test``
 a TLS server with a self-signed certificate answers on 443. Port 443 is refused for
@@ -118,6 +119,10 @@ class _Handler(BaseHTTPRequestHandler):
             hits = self.server.hits[host]
         name = host.split(".")[0]
         if self._hostile(name, host, hits):
+            return
+        if name.startswith("delay-"):
+            time.sleep(0.2)
+            self._send(200, homepage(host))
             return
         if name.startswith("err500-"):
             self._send(500, b"<h1>boom</h1>")

@@ -22,7 +22,7 @@ from db.engine import create_engine, database_url, init_schema, unit_of_work
 from db.schema import check_schema
 from scrapersky.batch import BatchStatus, DomainOutcome
 
-__all__ = ["open_batch", "persist_batch", "DATABASE_RETRIES"]
+__all__ = ["open_batch", "save_progress", "persist_batch", "DATABASE_RETRIES"]
 
 DATABASE_RETRIES = 4
 
@@ -91,6 +91,17 @@ def open_batch(
     # Sync tasks with a short-lived loop each: an async task called from a sync flow
     # hands back a coroutine, and asyncpg connections must not cross event loops.
     return asyncio.run(run())
+
+
+@task(name="save-progress", **_database_task)
+def save_progress(*, batch_id: UUID, tenant_id: UUID, outcomes: list[DomainOutcome]) -> None:
+    """Save the outcomes known so far and move the batch's counts and progress."""
+
+    async def run() -> None:
+        async with unit_of_work() as session:
+            await batches.save_progress(session, batch_id=batch_id, tenant_id=tenant_id, outcomes=outcomes)
+
+    asyncio.run(run())
 
 
 @task(name="persist-batch", **_database_task)

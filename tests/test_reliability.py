@@ -97,3 +97,54 @@ def test_the_database_gone_for_ten_seconds_at_persist_time_loses_nothing(
         report = status_of(uuid.UUID(str(state.state_details.flow_run_id)))
         assert (report.status, report.completed_domains, len(report.domain_statuses)) == ("completed", 48, 48)
         assert report.end_time.timestamp() >= time.time() - (time.monotonic() - outage["up"]) - 1
+
+
+def test_sigkill_halfway_then_resume_fetches_nothing_recorded_again(
+    prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from flows.batch_scrape import batch_scrape
+
+    path = tmp_path / "killed.db"
+    database = f"sqlite+aiosqlite:///{path}"
+    monkeypatch.setenv("DATABASE_URL", database)
+    batch_id = uuid.uuid4()
+    domains = [f"delay-{i}.test" for i in range(300)]
+    env = dict(os.environ, PREFECT_API_URL=prefect_api, DATABASE_URL=database)
+    log = (tmp_path / "scrape.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scrapersky.cli", "scrape", *domains, "--batch-id", str(batch_id), "--concurrency", "4"],
+        env=env, stdout=log, stderr=log,
+    )
+
+    def saved() -> set[str]:
+        try:
+            with sqlite3.connect(path) as db:
+                return {d for (d,) in db.execute("SELECT domain FROM domain_results WHERE outcome IS NOT NULL")}
+        except sqlite3.OperationalError:
+            return set()
+
+    try:
+        deadline = time.monotonic() + 180
+        while sum(farm.hits.values()) < 150 or not saved():  # halfway, and progress saved
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    recorded = saved()
+    fetched_before = farm.hits.copy()
+    assert 0 < len(recorded) < 300
+    assert status_of(batch_id).status == "running"  # SIGKILL: no hook could run
+
+    state = batch_scrape(domains=domains, batch_id=batch_id, options=BatchOptions(concurrency=8), return_state=True)
+
+    assert state.is_completed()
+    report = status_of(batch_id)
+    assert (report.status, report.completed_domains, report.total_domains) == ("completed", 300, 300)
+    assert all(farm.hits[d] == 1 for d in recorded)  # nothing recorded was fetched again
+    refetched = [d for d in domains if farm.hits[d] > 1]
+    # only what was in flight or not yet saved at the kill (at most a few seconds' worth)
+    assert all(fetched_before[d] == 1 for d in refetched)
+    assert len(refetched) <= len(domains) - len(recorded)
