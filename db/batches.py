@@ -4,7 +4,8 @@ transaction; ``db.engine.transaction`` / ``unit_of_work`` own the boundaries."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -14,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrapersky.batch import BatchStatus, DomainOutcome, DomainStatus, batch_status_for, utcnow
-from scrapersky.errors import BatchNotFound
+from scrapersky.errors import BatchAlreadyRunning, BatchNotFound
 
 from .models import BatchJob, DomainResult
 from .schema import LEGACY_FILLS, SchemaReport
@@ -26,6 +27,9 @@ __all__ = [
     "save_progress",
     "record_outcomes",
     "end_batch",
+    "StaleBatch",
+    "stale_batches",
+    "note_recovery",
     "get_batch_status",
 ]
 
@@ -82,11 +86,15 @@ async def open_batch(
     options: dict[str, Any],
     flow_run_id: str | None,
     schema: SchemaReport,
+    stale_after: float = 900.0,
 ) -> set[str]:
     """Create the batch row, or adopt an existing one of the same tenant, as ``running``.
 
     ``schema`` is the live table's check: legacy columns it names are filled on insert.
-    Returns the domains an earlier run of this batch already completed.
+    A batch that another run is still moving (updated within ``stale_after`` seconds)
+    is refused: one batch, one run. The batch's domains are recorded (a row each in
+    domain_results), so a recovery knows them. Returns the domains an earlier run of
+    this batch already completed.
     """
     now = utcnow()
     row = await _lock(session, batch_id)
@@ -106,6 +114,11 @@ async def open_batch(
         row = await _lock(session, batch_id)
     elif row.tenant_id != tenant_id:
         raise BatchNotFound(f"batch {batch_id} not found")
+    elif _alive_elsewhere(row, flow_run_id, stale_after):
+        raise BatchAlreadyRunning(
+            f"batch {batch_id} is being run by flow run {(row.batch_metadata or {}).get('flow_run_id')} "
+            f"(updated {int((now - _aware(row.updated_at)).total_seconds())} s ago): one batch, one run"
+        )
     metadata = dict(row.batch_metadata or {})
     # Statuses of earlier runs: the final ones, and those saved by a run that died.
     statuses: dict[str, dict[str, Any]] = dict(metadata.get("domain_statuses") or {})
@@ -121,7 +134,24 @@ async def open_batch(
     row.processing_time = None
     row.error = None
     row.updated_at = now
+    await _record_domains(session, batch_id, keys - set(statuses))
     return {d for d, entry in statuses.items() if entry.get("status") == DomainStatus.COMPLETED}
+
+
+def _alive_elsewhere(row: BatchJob, flow_run_id: str | None, stale_after: float) -> bool:
+    if row.status not in (BatchStatus.PENDING, BatchStatus.RUNNING) or row.updated_at is None:
+        return False
+    owner = (row.batch_metadata or {}).get("flow_run_id")
+    if owner is None or owner == flow_run_id:
+        return False  # pending, never started; or this very run again (a flow retry)
+    return (utcnow() - _aware(row.updated_at)).total_seconds() < stale_after
+
+
+async def _record_domains(session: AsyncSession, batch_id: UUID, domains: Iterable[str]) -> None:
+    rows = [{"batch_id": batch_id, "domain": d, "updated_at": utcnow()} for d in domains]
+    if rows:
+        dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+        await session.execute(dialect.insert(DomainResult).on_conflict_do_nothing(), rows)
 
 
 async def _saved_outcomes(session: AsyncSession, batch_id: UUID) -> dict[str, dict[str, Any]]:
@@ -211,18 +241,72 @@ async def _upsert_results(session: AsyncSession, batch_id: UUID, outcomes: list[
 
 
 async def end_batch(
-    session: AsyncSession, *, batch_id: UUID, status: BatchStatus, error: str
+    session: AsyncSession, *, batch_id: UUID, status: BatchStatus, error: str, flow_run_id: str | None = None
 ) -> bool:
     """Mark a batch that is still pending or running as ended (failed or cancelled).
 
-    A batch that already has a final status keeps it. Returns whether the row changed.
+    A batch that already has a final status keeps it, and so does a batch that another
+    flow run owns (given ``flow_run_id``). Returns whether the row changed.
     """
     row = await _lock(session, batch_id)
     if row is None or row.status not in (BatchStatus.PENDING, BatchStatus.RUNNING):
         return False
+    owner = (row.batch_metadata or {}).get("flow_run_id")
+    if flow_run_id is not None and owner is not None and owner != flow_run_id:
+        return False
     row.error = error
     _finish(row, status)
     return True
+
+
+@dataclass
+class StaleBatch:
+    batch_id: UUID
+    tenant_id: UUID
+    flow_run_id: str | None
+    options: dict[str, Any]
+    domains: list[str]
+    attempts: int
+
+
+async def stale_batches(session: AsyncSession, *, stale_after: float) -> list[StaleBatch]:
+    """Batches pending or running with no update for ``stale_after`` seconds."""
+    cutoff = utcnow() - timedelta(seconds=stale_after)
+    rows = (
+        await session.scalars(
+            select(BatchJob).where(
+                BatchJob.status.in_([BatchStatus.PENDING, BatchStatus.RUNNING]), BatchJob.updated_at < cutoff
+            )
+        )
+    ).all()
+    found = []
+    for row in rows:
+        domains = (await session.scalars(select(DomainResult.domain).where(DomainResult.batch_id == row.batch_id))).all()
+        metadata = row.batch_metadata or {}
+        found.append(StaleBatch(
+            batch_id=row.batch_id, tenant_id=row.tenant_id, flow_run_id=metadata.get("flow_run_id"),
+            options=row.options or {}, domains=list(domains),
+            attempts=int((metadata.get("recovery") or {}).get("attempts", 0)),
+        ))
+    return found
+
+
+async def note_recovery(session: AsyncSession, *, batch_id: UUID, reason: str) -> int:
+    """Count one recovery attempt in batch_metadata.recovery and take the batch away from
+    its dead run (so the next run may adopt it); returns the attempt number."""
+    row = await _lock(session, batch_id)
+    if row is None:
+        raise BatchNotFound(f"batch {batch_id} not found")
+    metadata = dict(row.batch_metadata or {})
+    recovery = dict(metadata.get("recovery") or {})
+    recovery["attempts"] = int(recovery.get("attempts", 0)) + 1
+    recovery["last_at"] = utcnow().isoformat()
+    recovery["last_reason"] = reason
+    recovery.setdefault("dead_flow_runs", []).append(metadata.pop("flow_run_id", None))
+    metadata["recovery"] = recovery
+    row.batch_metadata = metadata
+    row.updated_at = utcnow()
+    return recovery["attempts"]
 
 
 async def get_batch_status(

@@ -45,7 +45,7 @@ def _end_batch(status: BatchStatus):
         async def end() -> None:
             async with unit_of_work() as session:
                 await batches.end_batch(
-                    session, batch_id=UUID(str(batch_id)), status=status, error=error
+                    session, batch_id=UUID(str(batch_id)), status=status, error=error, flow_run_id=str(run.id)
                 )
 
         run_coro_as_sync(end())

@@ -241,6 +241,25 @@ def demo(as_json: JsonOption = False) -> None:
                    as_json=as_json)
 
 
+@app.command()
+def recover(
+    stale_after: Annotated[Optional[float], typer.Option("--stale-after", help="Seconds without an update (env SCRAPERSKY_STALE_AFTER, 900).")] = None,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", help="Recoveries of one batch before it is marked failed.")] = 3,
+) -> None:
+    """Run the recovery flow once: batches whose run is gone are resumed here, or failed."""
+    from flows.recover_stale_batches import recover_stale_batches
+
+    state = recover_stale_batches(stale_after=stale_after, max_attempts=max_attempts, return_state=True)
+    if not state.is_completed():
+        raise _fail(state.message or "the recovery flow failed")
+    summary = state.result()
+    out.print(f"resumed {len(summary['resumed'])} batch(es), failed {len(summary['failed'])}", highlight=False)
+    for batch_id in summary["resumed"]:
+        out.print(f"  resumed {batch_id}", highlight=False)
+    for batch_id in summary["failed"]:
+        out.print(f"  failed  {batch_id}", highlight=False)
+
+
 @db_app.command("check")
 def db_check() -> None:
     """Compare the live tables with what the code writes; exit 1 on a mismatch."""

@@ -20,6 +20,7 @@
     |   +-- BatchTooLarge                batch_too_large
     |   +-- EmptyBatch                   empty_batch
     |   +-- BatchNotFound                batch_not_found (also: another tenant's batch)
+    |   +-- BatchAlreadyRunning          batch_running (another live run owns the batch)
     +-- ConfigError                      config_error         a setting cannot be used
     +-- SchemaMismatch                   schema_mismatch      the live tables do not fit the code
 
@@ -52,6 +53,7 @@ __all__ = [
     "BatchTooLarge",
     "EmptyBatch",
     "BatchNotFound",
+    "BatchAlreadyRunning",
     "ConfigError",
     "SchemaMismatch",
     "TRANSIENT_HTTP_STATUSES",
@@ -221,6 +223,12 @@ class BatchNotFound(BatchError):
     """No batch with that id for that tenant."""
 
     error_type = "batch_not_found"
+
+
+class BatchAlreadyRunning(BatchError):
+    """Another flow run is moving this batch: one batch, one run."""
+
+    error_type = "batch_running"
 
 
 class ConfigError(ScraperSkyError):

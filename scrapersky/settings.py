@@ -23,6 +23,7 @@ __all__ = ["Settings", "Reach", "DEFAULT_DATABASE_URL", "DEFAULT_MAX_BATCH_SIZE"
 #: The embedded default: a SQLite file in the working directory, no server needed.
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///scrapersky.db"
 DEFAULT_MAX_BATCH_SIZE = 10_000
+DEFAULT_STALE_AFTER = 900.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class Settings(BaseSettings, BatchOptions):
     )
     tenant_id: UUID = DEFAULT_TENANT_ID
     max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1)
+    #: A pending/running batch with no update for this long is stale: its run is gone
+    #: (a running batch saves progress every few seconds while domains complete).
+    stale_after: float = Field(DEFAULT_STALE_AFTER, gt=0)
     # Network reach: the operator's, never a run parameter (see tasks/network.py).
     connect_to: Annotated[tuple[str, ...], NoDecode] = ()
     allow_networks: Annotated[tuple[str, ...], NoDecode] = ()

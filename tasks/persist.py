@@ -21,6 +21,7 @@ from db import batches
 from db.engine import create_engine, database_url, init_schema, unit_of_work
 from db.schema import check_schema
 from scrapersky.batch import BatchStatus, DomainOutcome
+from scrapersky.settings import Settings
 
 __all__ = ["open_batch", "save_progress", "persist_batch", "DATABASE_RETRIES"]
 
@@ -86,6 +87,7 @@ def open_batch(
                 options=options,
                 flow_run_id=flow_run_id,
                 schema=schema,
+                stale_after=Settings().stale_after,
             )
 
     # Sync tasks with a short-lived loop each: an async task called from a sync flow

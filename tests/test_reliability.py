@@ -138,6 +138,10 @@ def test_sigkill_halfway_then_resume_fetches_nothing_recorded_again(
     assert 0 < len(recorded) < 300
     assert status_of(batch_id).status == "running"  # SIGKILL: no hook could run
 
+    # Until it is stale, the row still counts as owned by the killed run (one batch,
+    # one run); after stale_after without progress, the batch may be run again.
+    monkeypatch.setenv("SCRAPERSKY_STALE_AFTER", "2")
+    time.sleep(2.5)
     state = batch_scrape(domains=domains, batch_id=batch_id, options=BatchOptions(concurrency=8), return_state=True)
 
     assert state.is_completed()
@@ -148,3 +152,100 @@ def test_sigkill_halfway_then_resume_fetches_nothing_recorded_again(
     # only what was in flight or not yet saved at the kill (at most a few seconds' worth)
     assert all(fetched_before[d] == 1 for d in refetched)
     assert len(refetched) <= len(domains) - len(recorded)
+
+
+def insert_batch(batch_id: uuid.UUID, *, flow_run_id: str, metadata: dict | None = None, age: float = 0.0) -> None:
+    from datetime import timedelta
+
+    from db.models import BatchJob
+    from scrapersky.batch import utcnow
+
+    async def insert() -> None:
+        async with unit_of_work() as session:
+            session.add(BatchJob(
+                batch_id=batch_id, tenant_id=DEFAULT_TENANT_ID, processor_type="domain_metadata", status="running",
+                batch_metadata={"flow_run_id": flow_run_id, **(metadata or {})}, options={},
+                total_domains=1, updated_at=utcnow() - timedelta(seconds=age), start_time=utcnow(),
+            ))
+
+    asyncio.run(insert())
+
+
+def test_recovery_resumes_a_vanished_run_fails_a_hopeless_one_and_leaves_a_live_one_alone(
+    prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from prefect.client.orchestration import get_client
+
+    from flows.batch_scrape import batch_scrape
+    from flows.recover_stale_batches import recover_stale_batches
+
+    path = tmp_path / "recovery.db"
+    database = f"sqlite+aiosqlite:///{path}"
+    monkeypatch.setenv("DATABASE_URL", database)
+    vanished = uuid.uuid4()
+    domains = [f"delay-{i}.test" for i in range(120)]
+    log = (tmp_path / "scrape.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scrapersky.cli", "scrape", *domains, "--batch-id", str(vanished), "--concurrency", "4"],
+        env=dict(os.environ, PREFECT_API_URL=prefect_api, DATABASE_URL=database), stdout=log, stderr=log,
+    )
+
+    def saved() -> set[str]:
+        try:
+            with sqlite3.connect(path) as db:
+                return {d for (d,) in db.execute("SELECT domain FROM domain_results WHERE outcome IS NOT NULL")}
+        except sqlite3.OperationalError:
+            return set()
+
+    try:
+        deadline = time.monotonic() + 120
+        while sum(farm.hits.values()) < 40 or not saved():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    recorded = saved()
+    killed_run = status_of(vanished).metadata["flow_run_id"]
+    assert status_of(vanished).status == "running"
+    assert status_of(vanished).completed_domains > 0  # counts moved while it ran
+
+    # A batch another run is moving right now, and one recovered too often already.
+    live, hopeless = uuid.uuid4(), uuid.uuid4()
+    insert_batch(live, flow_run_id=str(uuid.uuid4()))
+    insert_batch(hopeless, flow_run_id=str(uuid.uuid4()), metadata={"recovery": {"attempts": 3}}, age=600)
+
+    # One batch, one run: the live batch cannot be started again.
+    refused = batch_scrape(domains=["ok-1.test"], batch_id=live, return_state=True)
+    assert refused.is_failed() and "one batch, one run" in refused.message
+    assert (status_of(live).status, status_of(live).error) == ("running", None)
+
+    time.sleep(3)  # the killed batch is now older than stale_after=2 ...
+
+    async def touch(batch_id: uuid.UUID) -> None:  # ... and the live one keeps moving
+        from sqlalchemy import update
+
+        from db.models import BatchJob
+        from scrapersky.batch import utcnow
+
+        async with unit_of_work() as session:
+            await session.execute(update(BatchJob).where(BatchJob.batch_id == batch_id).values(updated_at=utcnow()))
+
+    asyncio.run(touch(live))
+    summary = recover_stale_batches(stale_after=2)
+
+    assert summary == {"resumed": [str(vanished)], "failed": [str(hopeless)]}
+    report = status_of(vanished)
+    assert (report.status, report.completed_domains) == ("completed", 120)
+    assert report.metadata["recovery"]["attempts"] == 1
+    assert all(farm.hits[d] == 1 for d in recorded)  # nothing recorded was fetched again
+    assert status_of(hopeless).status == "failed" and "gave up after 3 attempts" in status_of(hopeless).error
+    assert status_of(live).status == "running" and "recovery" not in status_of(live).metadata
+
+    async def killed_state() -> str:
+        async with get_client() as client:
+            return (await client.read_flow_run(uuid.UUID(killed_run))).state.type.value
+
+    assert asyncio.run(killed_state()) == "CRASHED"  # Prefect no longer shows it running

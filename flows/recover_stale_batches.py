@@ -1,0 +1,125 @@
+"""The recovery flow: batches whose run is gone are finished, or failed with a reason.
+
+A batch is stale when it is pending or running and its row has not moved for
+``stale_after`` seconds (a running batch saves progress every few seconds while its
+domains complete). For each stale batch the flow reads its flow run from Prefect:
+
+- a run still moving (Prefect says pending/running and the row is fresh) is never
+  touched - stale rows only are looked at, so such a run is not even seen;
+- a run that is finished, crashed, cancelled or missing - or that Prefect still calls
+  running though nothing moved for ``stale_after`` (its process was killed) - has its
+  batch run again, in-process, at most ``max_attempts`` times (counted in
+  ``batch_metadata.recovery``); the run again skips what was already saved;
+- past ``max_attempts``, the batch is marked ``failed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import UUID
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Crashed
+
+from db import batches
+from db.engine import unit_of_work
+from scrapersky.batch import BatchOptions, BatchStatus
+from scrapersky.settings import Settings
+
+from .batch_scrape import batch_scrape
+
+__all__ = ["recover_stale_batches"]
+
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+@task(name="find-stale-batches", cache_policy=NO_CACHE)
+def find_stale_batches(stale_after: float) -> list[batches.StaleBatch]:
+    async def run() -> list[batches.StaleBatch]:
+        async with unit_of_work() as session:
+            return await batches.stale_batches(session, stale_after=stale_after)
+
+    return asyncio.run(run())
+
+
+@task(name="read-flow-run-state", cache_policy=NO_CACHE)
+def flow_run_state(flow_run_id: str | None) -> tuple[str, str | None]:
+    """(state type, message) of the batch's flow run; ("MISSING", None) when Prefect has none."""
+    if not flow_run_id:
+        return "MISSING", None
+
+    async def read() -> tuple[str, str | None]:
+        async with get_client() as client:
+            try:
+                run = await client.read_flow_run(UUID(flow_run_id))
+            except ObjectNotFound:
+                return "MISSING", None
+            if run.state is None:
+                return "MISSING", None
+            if not run.state.is_final():
+                # Nothing moved for stale_after: the process that ran it is gone. Say so
+                # in Prefect too, so the UI does not show a run that is not running.
+                await client.set_flow_run_state(
+                    run.id, Crashed(message="no progress saved for longer than stale_after: the run vanished"),
+                    force=True,
+                )
+                return "CRASHED", "vanished"
+            return run.state.type.value, run.state.message
+
+    return asyncio.run(read())
+
+
+@task(name="note-recovery", cache_policy=NO_CACHE)
+def note_recovery(batch_id: UUID, reason: str) -> int:
+    async def run() -> int:
+        async with unit_of_work() as session:
+            return await batches.note_recovery(session, batch_id=batch_id, reason=reason)
+
+    return asyncio.run(run())
+
+
+@task(name="give-up-batch", cache_policy=NO_CACHE)
+def give_up(batch_id: UUID, reason: str) -> None:
+    async def run() -> None:
+        async with unit_of_work() as session:
+            await batches.end_batch(session, batch_id=batch_id, status=BatchStatus.FAILED, error=reason)
+
+    asyncio.run(run())
+
+
+@flow(name="recover-stale-batches")
+def recover_stale_batches(
+    stale_after: float | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+) -> dict[str, Any]:
+    """Finish or fail every batch whose run is gone.
+
+    Args:
+        stale_after: Seconds without an update after which a pending/running batch is
+            stale (default: SCRAPERSKY_STALE_AFTER, 900).
+        max_attempts: Recoveries of one batch before it is marked failed.
+    """
+    logger = get_run_logger()
+    stale_after = stale_after if stale_after is not None else Settings().stale_after
+    summary: dict[str, Any] = {"resumed": [], "failed": []}
+    for batch in find_stale_batches(stale_after):
+        state, message = flow_run_state(batch.flow_run_id)
+        reason = f"flow run {batch.flow_run_id or '(none)'} is {state.lower()}" + (f": {message}" if message else "")
+        if batch.attempts >= max_attempts:
+            give_up(batch.batch_id, f"recovery gave up after {batch.attempts} attempts; {reason}")
+            summary["failed"].append(str(batch.batch_id))
+            continue
+        attempt = note_recovery(batch.batch_id, reason)
+        logger.info("resuming batch %s (attempt %s): %s", batch.batch_id, attempt, reason)
+        batch_scrape(
+            domains=batch.domains,
+            tenant_id=batch.tenant_id,
+            batch_id=batch.batch_id,
+            options=BatchOptions(**batch.options) if batch.options else None,
+            return_state=True,
+        )
+        summary["resumed"].append(str(batch.batch_id))
+    return summary
