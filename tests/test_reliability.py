@@ -99,23 +99,20 @@ def test_the_database_gone_for_ten_seconds_at_persist_time_loses_nothing(
         assert report.end_time.timestamp() >= time.time() - (time.monotonic() - outage["up"]) - 1
 
 
-def test_sigkill_halfway_then_resume_fetches_nothing_recorded_again(
-    prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def kill_halfway(prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.MonkeyPatch, *,
+                 domains: list[str], fetched: int) -> tuple[uuid.UUID, set[str]]:
+    """Run a batch in a process of its own and SIGKILL it once ``fetched`` pages were
+    served and some progress was saved; the batch id and the domains saved by then."""
     import sqlite3
-
-    from flows.batch_scrape import batch_scrape
 
     path = tmp_path / "killed.db"
     database = f"sqlite+aiosqlite:///{path}"
     monkeypatch.setenv("DATABASE_URL", database)
     batch_id = uuid.uuid4()
-    domains = [f"delay-{i}.test" for i in range(300)]
-    env = dict(os.environ, PREFECT_API_URL=prefect_api, DATABASE_URL=database)
     log = (tmp_path / "scrape.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "scrapersky.cli", "scrape", *domains, "--batch-id", str(batch_id), "--concurrency", "4"],
-        env=env, stdout=log, stderr=log,
+        env=dict(os.environ, PREFECT_API_URL=prefect_api, DATABASE_URL=database), stdout=log, stderr=log,
     )
 
     def saved() -> set[str]:
@@ -127,16 +124,27 @@ def test_sigkill_halfway_then_resume_fetches_nothing_recorded_again(
 
     try:
         deadline = time.monotonic() + 180
-        while sum(farm.hits.values()) < 150 or not saved():  # halfway, and progress saved
+        while sum(farm.hits.values()) < fetched or not saved():
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.2)
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
     recorded = saved()
-    fetched_before = farm.hits.copy()
-    assert 0 < len(recorded) < 300
+    assert 0 < len(recorded) < len(domains)
     assert status_of(batch_id).status == "running"  # SIGKILL: no hook could run
+    assert status_of(batch_id).completed_domains > 0  # counts moved while it ran
+    return batch_id, recorded
+
+
+def test_sigkill_halfway_then_resume_fetches_nothing_recorded_again(
+    prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.batch_scrape import batch_scrape
+
+    domains = [f"delay-{i}.test" for i in range(300)]
+    batch_id, recorded = kill_halfway(prefect_api, farm, tmp_path, monkeypatch, domains=domains, fetched=150)
+    fetched_before = farm.hits.copy()
 
     # Until it is stale, the row still counts as owned by the killed run (one batch,
     # one run); after stale_after without progress, the batch may be run again.
@@ -174,43 +182,14 @@ def insert_batch(batch_id: uuid.UUID, *, flow_run_id: str, metadata: dict | None
 def test_recovery_resumes_a_vanished_run_fails_a_hopeless_one_and_leaves_a_live_one_alone(
     prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import sqlite3
-
     from prefect.client.orchestration import get_client
 
     from flows.batch_scrape import batch_scrape
     from flows.recover_stale_batches import recover_stale_batches
 
-    path = tmp_path / "recovery.db"
-    database = f"sqlite+aiosqlite:///{path}"
-    monkeypatch.setenv("DATABASE_URL", database)
-    vanished = uuid.uuid4()
     domains = [f"delay-{i}.test" for i in range(120)]
-    log = (tmp_path / "scrape.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scrapersky.cli", "scrape", *domains, "--batch-id", str(vanished), "--concurrency", "4"],
-        env=dict(os.environ, PREFECT_API_URL=prefect_api, DATABASE_URL=database), stdout=log, stderr=log,
-    )
-
-    def saved() -> set[str]:
-        try:
-            with sqlite3.connect(path) as db:
-                return {d for (d,) in db.execute("SELECT domain FROM domain_results WHERE outcome IS NOT NULL")}
-        except sqlite3.OperationalError:
-            return set()
-
-    try:
-        deadline = time.monotonic() + 120
-        while sum(farm.hits.values()) < 40 or not saved():
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.2)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    recorded = saved()
+    vanished, recorded = kill_halfway(prefect_api, farm, tmp_path, monkeypatch, domains=domains, fetched=40)
     killed_run = status_of(vanished).metadata["flow_run_id"]
-    assert status_of(vanished).status == "running"
-    assert status_of(vanished).completed_domains > 0  # counts moved while it ran
 
     # A batch another run is moving right now, and one recovered too often already.
     live, hopeless = uuid.uuid4(), uuid.uuid4()
