@@ -1,7 +1,6 @@
 """The batch-scrape flow: every domain's homepage fetched, its metadata extracted,
 the batch's progress and every domain's outcome stored in ``batch_jobs``."""
 
-from __future__ import annotations
 
 import time
 from collections import Counter
@@ -18,7 +17,7 @@ from prefect.artifacts import (
 )
 from prefect.client.schemas.objects import Flow, FlowRun
 from prefect.futures import as_completed
-from prefect.runtime import flow_run
+from prefect import runtime
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.asyncutils import run_coro_as_sync
@@ -38,14 +37,15 @@ __all__ = ["batch_scrape"]
 def _end_batch(status: BatchStatus):
     """A flow-state hook: a batch whose run failed, crashed or was cancelled says so."""
 
-    def hook(flow: Flow, run: FlowRun, state: State) -> None:
-        batch_id = run.parameters.get("batch_id") or run.id
-        error = f"flow run {run.id} ended {state.name}: {state.message or 'no message'}"
+    # Prefect's runner passes these by keyword: the names matter.
+    def hook(flow: Flow, flow_run: FlowRun, state: State) -> None:
+        batch_id = flow_run.parameters.get("batch_id") or flow_run.id
+        error = f"flow run {flow_run.id} ended {state.name}: {state.message or 'no message'}"
 
         async def end() -> None:
             async with unit_of_work() as session:
                 await batches.end_batch(
-                    session, batch_id=UUID(str(batch_id)), status=status, error=error, flow_run_id=str(run.id)
+                    session, batch_id=UUID(str(batch_id)), status=status, error=error, flow_run_id=str(flow_run.id)
                 )
 
         run_coro_as_sync(end())
@@ -75,7 +75,7 @@ def batch_scrape(
         options: How to fetch; by default from the SCRAPERSKY_* environment.
     """
     settings = Settings()
-    batch_id = batch_id or UUID(flow_run.id)
+    batch_id = batch_id or UUID(runtime.flow_run.id)
     options = options or settings.batch_options()
     plan = plan_domains(domains, max_batch_size=settings.max_batch_size)
 
@@ -85,7 +85,7 @@ def batch_scrape(
         domains=plan.domains + list(plan.invalid),
         input_summary=plan.summary(),
         options=options.model_dump(mode="json"),
-        flow_run_id=flow_run.id,
+        flow_run_id=runtime.flow_run.id,
     )
     to_fetch = [domain for domain in plan.domains if domain not in already_done]
     tally = _Tally(total=len(to_fetch), progress=create_progress_artifact(0.0, description=f"batch {batch_id}"))

@@ -13,7 +13,6 @@ domains complete). For each stale batch the flow reads its flow run from Prefect
 - past ``max_attempts``, the batch is marked ``failed`` with the reason.
 """
 
-from __future__ import annotations
 
 import asyncio
 from typing import Any

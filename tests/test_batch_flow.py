@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -81,6 +82,22 @@ def test_two_hundred_domains_end_partial_with_every_failure_recorded(database: s
         assert (entry["status"], entry["error_type"], entry["attempts"]) == ("failed", "connect_error", 3)
         assert "refused" in entry["error"].lower()
     assert all(farm.hits[d] == 1 for d in good)
+
+    # The run's artifacts: progress at 100%, a summary, the failed domains' table.
+    async def artifacts():
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[batch_id]))
+            )
+
+    found = {artifact.type: artifact for artifact in asyncio.run(artifacts())}
+    assert set(found) == {"progress", "markdown", "table"}
+    assert found["progress"].data == 100.0
+    assert "| completed | 150 |" in found["markdown"].data and "| http_error | 30 |" in found["markdown"].data
+    assert len(json.loads(found["table"].data)) == 50
 
 
 def test_permanent_failures_are_tried_once_and_odd_pages_do_not_crash(database: str, farm: Farm) -> None:

@@ -128,3 +128,10 @@ def test_csv_cells_cannot_become_formulas() -> None:
     out = io.StringIO()
     write_csv(Report(), out)
     assert "'=HYPERLINK" in out.getvalue()
+
+
+def test_recover_runs_the_recovery_flow_once(cli_env: dict[str, str]) -> None:
+    assert scrapersky(cli_env, "db", "init").returncode == 0
+    recovered = scrapersky(cli_env, "recover", "--stale-after", "1")
+    assert recovered.returncode == 0, recovered.stderr
+    assert "resumed 0 batch(es), failed 0" in recovered.stdout

@@ -137,22 +137,20 @@ def kill_halfway(prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.Mon
     return batch_id, recorded
 
 
-def test_sigkill_halfway_then_resume_fetches_nothing_recorded_again(
+def test_sigkill_halfway_then_the_recovery_flow_fetches_nothing_recorded_again(
     prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.batch_scrape import batch_scrape
+    from flows.recover_stale_batches import recover_stale_batches
 
     domains = [f"delay-{i}.test" for i in range(300)]
     batch_id, recorded = kill_halfway(prefect_api, farm, tmp_path, monkeypatch, domains=domains, fetched=150)
     fetched_before = farm.hits.copy()
 
-    # Until it is stale, the row still counts as owned by the killed run (one batch,
-    # one run); after stale_after without progress, the batch may be run again.
-    monkeypatch.setenv("SCRAPERSKY_STALE_AFTER", "2")
+    # One pass of the recovery flow, once the killed batch is stale.
     time.sleep(2.5)
-    state = batch_scrape(domains=domains, batch_id=batch_id, options=BatchOptions(concurrency=8), return_state=True)
+    summary = recover_stale_batches(stale_after=2)
+    assert summary == {"resumed": [str(batch_id)], "failed": []}
 
-    assert state.is_completed()
     report = status_of(batch_id)
     assert (report.status, report.completed_domains, report.total_domains) == ("completed", 300, 300)
     assert all(farm.hits[d] == 1 for d in recorded)  # nothing recorded was fetched again
@@ -228,3 +226,92 @@ def test_recovery_resumes_a_vanished_run_fails_a_hopeless_one_and_leaves_a_live_
             return (await client.read_flow_run(uuid.UUID(killed_run))).state.type.value
 
     assert asyncio.run(killed_state()) == "CRASHED"  # Prefect no longer shows it running
+
+
+@pytest.fixture
+def served(prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """batch-scrape served by Prefect's runner in a process of its own (as in production,
+    where the runner supervises each flow run's process); yields (deployment id, server pid)."""
+    from prefect.client.orchestration import get_client
+
+    database = f"sqlite+aiosqlite:///{tmp_path / 'served.db'}"
+    monkeypatch.setenv("DATABASE_URL", database)
+    name = f"reliability-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, PREFECT_API_URL=prefect_api, DATABASE_URL=database, PREFECT_RUNNER_POLL_FREQUENCY="1")
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "serve_batch_scrape.py"), name],
+                              env=env, stdout=log, stderr=log)
+
+    async def deployment_id() -> uuid.UUID:
+        async with get_client() as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    return (await client.read_deployment_by_name(f"batch-scrape/{name}")).id
+                except Exception:
+                    assert time.monotonic() < deadline and server.poll() is None
+                    await asyncio.sleep(0.5)
+
+    try:
+        yield asyncio.run(deployment_id()), server.pid
+    finally:
+        server.kill()
+        server.wait()
+
+
+def start_served_batch(deployment_id: uuid.UUID, farm: Farm) -> tuple[uuid.UUID, uuid.UUID]:
+    from prefect.client.orchestration import get_client
+
+    batch_id = uuid.uuid4()
+
+    async def start() -> uuid.UUID:
+        async with get_client() as client:
+            run = await client.create_flow_run_from_deployment(deployment_id, parameters={
+                "domains": [f"slowheaders-{i}.test" for i in range(20)], "batch_id": str(batch_id),
+                "options": {"concurrency": 2, "read_timeout": 10},
+            })
+            return run.id
+
+    flow_run_id = asyncio.run(start())
+    deadline = time.monotonic() + 90
+    while sum(farm.hits.values()) == 0:  # the run's first fetches arrived
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    return batch_id, flow_run_id
+
+
+def wait_for_end(batch_id: uuid.UUID, seconds: float):
+    deadline = time.monotonic() + seconds
+    while status_of(batch_id).status == "running" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return status_of(batch_id)
+
+
+def test_a_run_cancelled_through_the_api_marks_its_batch_cancelled(served, farm: Farm) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    deployment_id, _ = served
+    batch_id, flow_run_id = start_served_batch(deployment_id, farm)
+
+    async def cancel() -> None:
+        async with get_client() as client:
+            await client.set_flow_run_state(flow_run_id, Cancelling())
+
+    asyncio.run(cancel())
+    report = wait_for_end(batch_id, 30)
+    assert report.status == "cancelled", report
+    assert str(flow_run_id) in report.error and "cancel" in report.error.lower()
+
+
+def test_sigkill_of_a_served_run_marks_its_batch_failed(served, farm: Farm) -> None:
+    deployment_id, server_pid = served
+    batch_id, flow_run_id = start_served_batch(deployment_id, farm)
+    children = subprocess.run(["pgrep", "-P", str(server_pid)], capture_output=True, text=True).stdout.split()
+    flow_processes = [int(pid) for pid in children if "spawn_main" in open(f"/proc/{pid}/cmdline").read()]
+    assert len(flow_processes) == 1
+    os.kill(flow_processes[0], signal.SIGKILL)
+
+    report = wait_for_end(batch_id, 30)
+    assert report.status == "failed", report
+    assert str(flow_run_id) in report.error and "SIGKILL" in report.error
