@@ -93,7 +93,7 @@ def batch_scrape(
     def save(outcomes: list[DomainOutcome]) -> bool:
         return _save_progress(batch_id, tenant_id, outcomes, tally)
 
-    unsaved = _scrape_all(to_fetch, options, save=save, tally=tally)
+    unsaved = _scrape_all(to_fetch, options, batch_id=batch_id, save=save, tally=tally)
     status = persist_batch(batch_id=batch_id, tenant_id=tenant_id, outcomes=_rejected(plan) + unsaved)
     _publish_summary(batch_id, status, tally, skipped=len(already_done))
 
@@ -154,7 +154,12 @@ def _publish_summary(batch_id: UUID, status: BatchStatus, tally: _Tally, *, skip
 
 
 def _scrape_all(
-    domains: list[str], options: BatchOptions, *, save: Callable[[list[DomainOutcome]], bool], tally: _Tally
+    domains: list[str],
+    options: BatchOptions,
+    *,
+    batch_id: UUID,
+    save: Callable[[list[DomainOutcome]], bool],
+    tally: _Tally,
 ) -> list[DomainOutcome]:
     """Fan out one task run per domain, at most ``options.concurrency`` at a time.
 
@@ -169,7 +174,9 @@ def _scrape_all(
     unsaved: list[DomainOutcome] = []
     last_save = time.monotonic()
     with ThreadPoolTaskRunner(max_workers=options.concurrency) as runner:
-        futures = runner.map(scrape_domain, {"domain": domains, "options": unmapped(options)})
+        futures = runner.map(
+            scrape_domain, {"domain": domains, "options": unmapped(options), "batch_id": unmapped(batch_id)}
+        )
         domain_of = {future.task_run_id: domain for future, domain in zip(futures, domains)}
         for future in as_completed(futures):
             try:

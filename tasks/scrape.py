@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
+from uuid import UUID
 
 from prefect import Task, task
-from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import task_run
 from prefect.states import State
@@ -32,13 +33,22 @@ def _is_transient(task: Task, run: TaskRun, state: State) -> bool:
     return False
 
 
+def _batch_and_domain(context: object, parameters: dict) -> str:
+    return f"scrapersky-{parameters['batch_id']}-{parameters['domain']}"
+
+
 @task(
     name="scrape-domain",
     task_run_name="scrape {domain}",
     retry_condition_fn=_is_transient,
-    cache_policy=NO_CACHE,
+    # A completed domain's outcome is kept (Prefect result storage) under batch + domain:
+    # a run of the same batch that starts again after a kill does not fetch it again,
+    # even when the kill came before the next progress save.
+    cache_key_fn=_batch_and_domain,
+    persist_result=True,
+    cache_expiration=timedelta(days=7),
 )
-def scrape_domain(domain: str, options: BatchOptions) -> DomainOutcome:
+def scrape_domain(domain: str, options: BatchOptions, batch_id: UUID) -> DomainOutcome:
     """One domain's outcome; raises a DomainError (with timings) when it fails."""
     started_at = utcnow()
     clock = time.perf_counter()
