@@ -25,7 +25,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from db import batches
 from db.engine import unit_of_work
 from scrapersky import progress
-from scrapersky.batch import DEFAULT_TENANT_ID, BatchOptions, BatchStatus, DomainOutcome
+from scrapersky.batch import BatchOptions, BatchRequest, BatchStatus, DomainOutcome
 from scrapersky.domains import DomainPlan, plan_domains
 from scrapersky.settings import Settings
 from tasks.persist import open_batch, persist_batch, save_progress
@@ -39,7 +39,7 @@ def _end_batch(status: BatchStatus):
 
     # Prefect's runner passes these by keyword: the names matter.
     def hook(flow: Flow, flow_run: FlowRun, state: State) -> None:
-        batch_id = flow_run.parameters.get("batch_id") or flow_run.id
+        batch_id = _batch_id_of(flow_run)
         error = f"flow run {flow_run.id} ended {state.name}: {state.message or 'no message'}"
 
         async def end() -> None:
@@ -53,6 +53,15 @@ def _end_batch(status: BatchStatus):
     return hook
 
 
+def _batch_id_of(flow_run: FlowRun) -> UUID:
+    batch = flow_run.parameters.get("batch")
+    if isinstance(batch, BatchRequest):
+        batch_id = batch.batch_id
+    else:
+        batch_id = (batch or {}).get("batch_id") if isinstance(batch, dict) else None
+    return UUID(str(batch_id or flow_run.id))
+
+
 @flow(
     name="batch-scrape",
     task_runner=ThreadPoolTaskRunner(max_workers=4),
@@ -60,24 +69,18 @@ def _end_batch(status: BatchStatus):
     on_crashed=[_end_batch(BatchStatus.FAILED)],
     on_cancellation=[_end_batch(BatchStatus.CANCELLED)],
 )
-def batch_scrape(
-    domains: list[str],
-    tenant_id: UUID = DEFAULT_TENANT_ID,
-    batch_id: UUID | None = None,
-    options: BatchOptions | None = None,
-) -> BatchStatus | State:
+def batch_scrape(batch: BatchRequest) -> BatchStatus | State:
     """Scrape the homepages of a batch of domains and record every outcome.
 
     Args:
-        domains: Domains or URLs; normalised and de-duplicated, invalid ones recorded as failed.
-        tenant_id: The tenant that owns the batch.
-        batch_id: Adopt (or resume) this batch; by default the flow run id is the batch id.
-        options: How to fetch; by default from the SCRAPERSKY_* environment.
+        batch: The domains, the tenant, an optional batch id to adopt or resume, and
+            how to fetch (see BatchRequest).
     """
     settings = Settings()
-    batch_id = batch_id or UUID(runtime.flow_run.id)
-    options = options or settings.batch_options()
-    plan = plan_domains(domains, max_batch_size=settings.max_batch_size)
+    batch_id = batch.batch_id or UUID(runtime.flow_run.id)
+    tenant_id = batch.tenant_id
+    options = batch.options or settings.batch_options()
+    plan = plan_domains(batch.domains, max_batch_size=settings.max_batch_size)
 
     already_done = open_batch(
         batch_id=batch_id,

@@ -26,7 +26,7 @@ from prefect.states import Crashed
 
 from db import batches
 from db.engine import unit_of_work
-from scrapersky.batch import BatchOptions, BatchStatus
+from scrapersky.batch import BatchOptions, BatchRequest, BatchStatus
 from scrapersky.settings import Settings
 
 from .batch_scrape import batch_scrape
@@ -113,12 +113,12 @@ def recover_stale_batches(
             continue
         attempt = note_recovery(batch.batch_id, reason)
         logger.info("resuming batch %s (attempt %s): %s", batch.batch_id, attempt, reason)
-        batch_scrape(
+        request = BatchRequest(
             domains=batch.domains,
             tenant_id=batch.tenant_id,
             batch_id=batch.batch_id,
             options=BatchOptions(**batch.options) if batch.options else None,
-            return_state=True,
         )
+        batch_scrape(request, return_state=True)
         summary["resumed"].append(str(batch.batch_id))
     return summary

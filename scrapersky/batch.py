@@ -14,6 +14,7 @@ __all__ = [
     "DomainStatus",
     "BatchOptions",
     "DomainOutcome",
+    "BatchRequest",
     "DEFAULT_TENANT_ID",
     "DEFAULT_USER_AGENT",
     "batch_status_for",
@@ -108,3 +109,31 @@ class DomainOutcome(BaseModel):
     def status_entry(self) -> dict[str, Any]:
         """The compact entry kept under batch_metadata["domain_statuses"] (no metadata)."""
         return self.model_dump(mode="json", exclude={"domain", "metadata"})
+
+
+class BatchRequest(BaseModel):
+    """One batch to scrape: the flow's single parameter, shown as the run form in the
+    Prefect UI, and what ``submit_batch`` sends to a deployment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    domains: list[str] = Field(
+        min_length=1,
+        description=(
+            "Domains or homepage URLs (example.com, https://example.com/). Normalised and"
+            " de-duplicated; an invalid entry is recorded as failed (invalid_domain), never"
+            " dropped. At most SCRAPERSKY_MAX_BATCH_SIZE (10,000 by default)."
+        ),
+        examples=[["example.com", "example.org"]],
+    )
+    tenant_id: UUID = Field(DEFAULT_TENANT_ID, description="The tenant that owns the batch.")
+    batch_id: UUID | None = Field(
+        None,
+        description=(
+            "Adopt (or resume) this batch, e.g. one created pending by submit_batch."
+            " Empty: the flow run's id becomes the batch id."
+        ),
+    )
+    options: BatchOptions | None = Field(
+        None, description="How to fetch. Empty: the worker's SCRAPERSKY_* settings."
+    )

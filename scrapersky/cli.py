@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table  # noqa: E402
 
 from . import progress  # noqa: E402
-from .batch import BatchOptions  # noqa: E402
+from .batch import BatchOptions, BatchRequest  # noqa: E402
 from .domains import plan_domains  # noqa: E402
 from .errors import ScraperSkyError  # noqa: E402
 from .settings import Settings  # noqa: E402
@@ -123,10 +123,8 @@ def _run_batch(domains: list[str], *, tenant_id: UUID, batch_id: UUID | None,
     ) as bar:
         task = bar.add_task("scraping", total=None)
         with progress.listening(lambda done, total: bar.update(task, completed=done, total=total)):
-            state = batch_scrape(
-                domains=domains, tenant_id=tenant_id, batch_id=batch_id, options=options,
-                return_state=True,
-            )
+            request = BatchRequest(domains=domains, tenant_id=tenant_id, batch_id=batch_id, options=options)
+            state = batch_scrape(request, return_state=True)
     run_batch_id = batch_id or UUID(str(state.state_details.flow_run_id))
     try:
         report = _read_status(run_batch_id, tenant_id)

@@ -21,6 +21,7 @@
     |   +-- EmptyBatch                   empty_batch
     |   +-- BatchNotFound                batch_not_found (also: another tenant's batch)
     |   +-- BatchAlreadyRunning          batch_running (another live run owns the batch)
+    |   +-- SubmitFailed                 submit_failed (Prefect could not be asked to run it)
     +-- ConfigError                      config_error         a setting cannot be used
     +-- SchemaMismatch                   schema_mismatch      the live tables do not fit the code
 
@@ -54,6 +55,7 @@ __all__ = [
     "EmptyBatch",
     "BatchNotFound",
     "BatchAlreadyRunning",
+    "SubmitFailed",
     "ConfigError",
     "SchemaMismatch",
     "TRANSIENT_HTTP_STATUSES",
@@ -229,6 +231,12 @@ class BatchAlreadyRunning(BatchError):
     """Another flow run is moving this batch: one batch, one run."""
 
     error_type = "batch_running"
+
+
+class SubmitFailed(BatchError):
+    """The batch could not be handed to its deployment (Prefect API, deployment name)."""
+
+    error_type = "submit_failed"
 
 
 class ConfigError(ScraperSkyError):

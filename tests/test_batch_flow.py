@@ -11,7 +11,7 @@ import pytest
 from db.batches import BatchStatusReport, get_batch_status
 from db.engine import unit_of_work
 from flows.batch_scrape import batch_scrape
-from scrapersky.batch import BatchOptions
+from scrapersky.batch import BatchOptions, BatchRequest
 from scrapersky.errors import BatchNotFound
 from scrapersky.farm import Farm
 
@@ -36,7 +36,7 @@ def status_of(batch_id: uuid.UUID, tenant_id: uuid.UUID = TENANT) -> BatchStatus
 
 
 def run(domains: list[str], opts: BatchOptions, **kwargs):
-    state = batch_scrape(domains=domains, tenant_id=TENANT, options=opts, return_state=True, **kwargs)
+    state = batch_scrape(BatchRequest(domains=domains, tenant_id=TENANT, options=opts, **kwargs), return_state=True)
     batch_id = kwargs.get("batch_id") or uuid.UUID(str(state.state_details.flow_run_id))
     return state, batch_id
 
@@ -190,7 +190,8 @@ def test_another_tenants_batch_is_not_found(database: str, farm: Farm) -> None:
         status_of(batch_id, OTHER_TENANT)
     # ... and cannot be adopted by the other tenant either.
     other = batch_scrape(
-        domains=["ok-2.test"], tenant_id=OTHER_TENANT, batch_id=batch_id, options=options(farm), return_state=True
+        BatchRequest(domains=["ok-2.test"], tenant_id=OTHER_TENANT, batch_id=batch_id, options=options(farm)),
+        return_state=True,
     )
     assert other.is_failed()
     assert farm.hits["ok-2.test"] == 0

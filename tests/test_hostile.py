@@ -18,7 +18,7 @@ import pytest
 import tasks.network
 from db.batches import get_batch_status
 from db.engine import unit_of_work
-from scrapersky.batch import BatchOptions
+from scrapersky.batch import BatchOptions, BatchRequest
 from scrapersky.errors import BlockedAddress, DNSFailed, DomainError
 from scrapersky.farm import Farm
 from scrapersky.settings import Reach
@@ -229,7 +229,8 @@ def test_a_batch_of_hostile_and_good_domains_completes(
     }
     good = [f"ok-{i}.test" for i in range(100)]
     started = time.monotonic()
-    state = batch_scrape(domains=good + list(expected), options=BatchOptions(**FAST, concurrency=16), return_state=True)
+    state = batch_scrape(BatchRequest(domains=good + list(expected), options=BatchOptions(**FAST, concurrency=16)),
+                         return_state=True)
     elapsed = time.monotonic() - started
 
     async def read():

@@ -128,7 +128,7 @@ def test_several_batches_at_once_in_one_process(
     prefect_api: str, pooled_url: str, farm: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.batch_scrape import batch_scrape
-    from scrapersky.batch import BatchOptions
+    from scrapersky.batch import BatchOptions, BatchRequest
 
     monkeypatch.setenv("DATABASE_URL", pooled_url)
     options = BatchOptions(retries=0, concurrency=8)
@@ -136,8 +136,8 @@ def test_several_batches_at_once_in_one_process(
 
     def run(n: int) -> None:
         states[n] = batch_scrape(
-            domains=[f"ok-{n}-{i}.test" for i in range(40)] + [f"notfound-{n}.test"],
-            options=options, return_state=True,
+            BatchRequest(domains=[f"ok-{n}-{i}.test" for i in range(40)] + [f"notfound-{n}.test"], options=options),
+            return_state=True,
         )
 
     threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]

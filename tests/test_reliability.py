@@ -16,7 +16,7 @@ import pytest
 
 from db.batches import get_batch_status
 from db.engine import unit_of_work
-from scrapersky.batch import DEFAULT_TENANT_ID, BatchOptions
+from scrapersky.batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest
 from scrapersky.farm import Farm
 
 
@@ -88,7 +88,7 @@ def test_the_database_gone_for_ten_seconds_at_persist_time_loses_nothing(
         saboteur = threading.Thread(target=take_the_database_away, daemon=True)
         saboteur.start()
         domains = [f"slowheaders-{i}.test" for i in range(8)] + [f"ok-{i}.test" for i in range(40)]
-        state = batch_scrape(domains=domains, options=BatchOptions(concurrency=16, read_timeout=10),
+        state = batch_scrape(BatchRequest(domains=domains, options=BatchOptions(concurrency=16, read_timeout=10)),
                              return_state=True)
         saboteur.join(timeout=30)
 
@@ -195,7 +195,7 @@ def test_recovery_resumes_a_vanished_run_fails_a_hopeless_one_and_leaves_a_live_
     insert_batch(hopeless, flow_run_id=str(uuid.uuid4()), metadata={"recovery": {"attempts": 3}}, age=600)
 
     # One batch, one run: the live batch cannot be started again.
-    refused = batch_scrape(domains=["ok-1.test"], batch_id=live, return_state=True)
+    refused = batch_scrape(BatchRequest(domains=["ok-1.test"], batch_id=live), return_state=True)
     assert refused.is_failed() and "one batch, one run" in refused.message
     assert (status_of(live).status, status_of(live).error) == ("running", None)
 
@@ -266,10 +266,10 @@ def start_served_batch(deployment_id: uuid.UUID, farm: Farm) -> tuple[uuid.UUID,
 
     async def start() -> uuid.UUID:
         async with get_client() as client:
-            run = await client.create_flow_run_from_deployment(deployment_id, parameters={
+            run = await client.create_flow_run_from_deployment(deployment_id, parameters={"batch": {
                 "domains": [f"slowheaders-{i}.test" for i in range(20)], "batch_id": str(batch_id),
                 "options": {"concurrency": 2, "read_timeout": 10},
-            })
+            }})
             return run.id
 
     flow_run_id = asyncio.run(start())
