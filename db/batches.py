@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrapersky.batch import BatchStatus, DomainOutcome, DomainStatus, batch_status_for, utcnow
-from scrapersky.errors import BatchAlreadyRunning, BatchNotFound
+from scrapersky.errors import BatchAlreadyRunning, BatchNotFound, SubmitFailed
 
 from .models import BatchJob, DomainResult
 from .schema import LEGACY_FILLS, SchemaReport
@@ -23,6 +23,8 @@ from .schema import LEGACY_FILLS, SchemaReport
 __all__ = [
     "PROCESSOR_TYPE",
     "BatchStatusReport",
+    "register_batch",
+    "note_flow_run",
     "open_batch",
     "save_progress",
     "record_outcomes",
@@ -99,19 +101,7 @@ async def open_batch(
     now = utcnow()
     row = await _lock(session, batch_id)
     if row is None:
-        values = dict(
-            batch_id=batch_id,
-            tenant_id=tenant_id,
-            processor_type=PROCESSOR_TYPE,
-            status=BatchStatus.PENDING,
-            batch_metadata={},
-            options={},
-            created_at=now,
-            updated_at=now,
-        )
-        values.update({name: LEGACY_FILLS[name](batch_id) for name in schema.legacy_fills})
-        await session.execute(insert(schema.batch_table()).values(**values))
-        row = await _lock(session, batch_id)
+        row = await _insert_pending(session, batch_id, tenant_id, schema)
     elif row.tenant_id != tenant_id:
         raise BatchNotFound(f"batch {batch_id} not found")
     elif _alive_elsewhere(row, flow_run_id, stale_after):
@@ -136,6 +126,66 @@ async def open_batch(
     row.updated_at = now
     await _record_domains(session, batch_id, keys - set(statuses))
     return {d for d, entry in statuses.items() if entry.get("status") == DomainStatus.COMPLETED}
+
+
+async def _insert_pending(session: AsyncSession, batch_id: UUID, tenant_id: UUID, schema: SchemaReport) -> BatchJob:
+    now = utcnow()
+    values = dict(
+        batch_id=batch_id,
+        tenant_id=tenant_id,
+        processor_type=PROCESSOR_TYPE,
+        status=BatchStatus.PENDING,
+        batch_metadata={},
+        options={},
+        created_at=now,
+        updated_at=now,
+    )
+    values.update({name: LEGACY_FILLS[name](batch_id) for name in schema.legacy_fills})
+    await session.execute(insert(schema.batch_table()).values(**values))
+    row = await _lock(session, batch_id)
+    assert row is not None
+    return row
+
+
+async def register_batch(
+    session: AsyncSession,
+    *,
+    batch_id: UUID,
+    tenant_id: UUID,
+    domains: Iterable[str],
+    input_summary: dict[str, int],
+    options: dict[str, Any],
+    schema: SchemaReport,
+) -> bool:
+    """Create a batch ``pending``, its domains recorded, before any run picks it up.
+
+    Returns False when the tenant's batch exists already (the same submission again);
+    another tenant's batch id is refused.
+    """
+    row = await _lock(session, batch_id)
+    if row is not None:
+        if row.tenant_id != tenant_id:
+            raise SubmitFailed(f"batch id {batch_id} is taken: choose another one")
+        return False
+    row = await _insert_pending(session, batch_id, tenant_id, schema)
+    domains = list(domains)
+    row.batch_metadata = {"input": input_summary}
+    row.options = options
+    row.total_domains = len(domains)
+    await _record_domains(session, batch_id, domains)
+    return True
+
+
+async def note_flow_run(session: AsyncSession, *, batch_id: UUID, flow_run_id: str) -> None:
+    """Name the flow run that will run a pending batch (unless one has adopted it already)."""
+    row = await _lock(session, batch_id)
+    if row is None or row.status != BatchStatus.PENDING:
+        return
+    metadata = dict(row.batch_metadata or {})
+    if metadata.get("flow_run_id") is None:
+        metadata["flow_run_id"] = flow_run_id
+        row.batch_metadata = metadata
+        row.updated_at = utcnow()
 
 
 def _alive_elsewhere(row: BatchJob, flow_run_id: str | None, stale_after: float) -> bool:

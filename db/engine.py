@@ -21,7 +21,7 @@ from scrapersky.settings import Settings
 
 from .models import Base
 
-__all__ = ["create_engine", "database_url", "transaction", "unit_of_work", "init_schema"]
+__all__ = ["create_engine", "database_url", "transaction", "unit_of_work", "init_schema", "prepare_embedded_database"]
 
 APPLICATION_NAME = "scrapersky-batch"
 POOLER_SAFE_CONNECT_ARGS = {
@@ -96,3 +96,14 @@ async def init_schema(engine: AsyncEngine) -> None:
     """Create the tables that do not exist yet (idempotent)."""
     async with engine.begin() as connection:
         await connection.run_sync(Base.metadata.create_all)
+
+
+async def prepare_embedded_database() -> None:
+    """The embedded SQLite default creates its tables on first use; a PostgreSQL
+    schema is created on purpose, with ``scrapersky db init``."""
+    if database_url().get_backend_name() == "sqlite":
+        engine = create_engine()
+        try:
+            await init_schema(engine)
+        finally:
+            await engine.dispose()

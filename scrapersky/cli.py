@@ -154,15 +154,7 @@ def scrape(
     user_agent: Annotated[Optional[str], typer.Option(help="(env SCRAPERSKY_USER_AGENT)")] = None,
 ) -> None:
     """Run a batch now and print its summary (or, with --json, its status object)."""
-    entries = list(domains or [])
-    if file is not None:
-        try:
-            lines = file.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise _fail(f"cannot read {file}: {exc.strerror}", 2) from None
-        entries += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if not entries:
-        raise _fail("no domains given (arguments or --file)", 2)
+    entries = _entries(domains, file)
     if connect_to:  # the operator's routing: an environment setting, like on a worker
         os.environ["SCRAPERSKY_CONNECT_TO"] = " ".join(connect_to)
     try:
@@ -178,6 +170,81 @@ def scrape(
         raise _fail(str(exc), 2) from None
     _run_batch(entries, tenant_id=tenant or settings.tenant_id, batch_id=batch_id,
                options=options, as_json=as_json)
+
+
+def _entries(domains: list[str] | None, file: Path | None) -> list[str]:
+    entries = list(domains or [])
+    if file is not None:
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise _fail(f"cannot read {file}: {exc.strerror}", 2) from None
+        entries += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not entries:
+        raise _fail("no domains given (arguments or --file)", 2)
+    return entries
+
+
+@app.command()
+def submit(
+    domains: Annotated[Optional[list[str]], typer.Argument(help="Domains or URLs.")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="One domain per line ('#' comments).")] = None,
+    tenant: TenantOption = None,
+    batch_id: Annotated[Optional[UUID], typer.Option("--batch-id", help="The batch id (default: a new one); submitting it again is the same batch.")] = None,
+    deployment: Annotated[str, typer.Option("--deployment", help="flow/deployment to run.")] = "batch-scrape/batch-scrape",
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the batch to end and print its summary.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Hand a batch to the batch-scrape deployment (a worker runs it); print its id."""
+    import time
+
+    from .batch import BatchStatus
+    from .client import get_status, submit_batch
+
+    entries = _entries(domains, file)
+    tenant_id = tenant or Settings().tenant_id
+    try:
+        submitted = _database(submit_batch(entries, tenant_id, batch_id=batch_id, deployment=deployment))
+    except ScraperSkyError as exc:
+        raise _fail(str(exc), 2) from None
+    if not wait:
+        if as_json:
+            out.print_json(data={"batch_id": str(submitted), "status": "pending"})
+        else:
+            out.print(f"{submitted}", highlight=False)
+            err.print(f"submitted; read it with: scrapersky status {submitted}", highlight=False)
+        return
+    while True:
+        report = _database(get_status(submitted, tenant_id))
+        if BatchStatus(report.status).is_final:
+            break
+        time.sleep(1.0)
+    _print_status(report, as_json)
+    if report.status == "failed":
+        raise typer.Exit(1)
+
+
+@app.command()
+def doctor(
+    canary: Annotated[Optional[str], typer.Option("--canary", help="Also run a one-domain batch end to end through the deployment.")] = None,
+    pool: Annotated[str, typer.Option("--pool", help="The work pool the deployment runs on.")] = "scrapersky",
+    deployment: Annotated[str, typer.Option("--deployment", help="flow/deployment to check.")] = "batch-scrape/batch-scrape",
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds the canary may take.")] = 180.0,
+) -> None:
+    """Check the database, the schema, the Prefect API, the work pool, a worker and the
+    deployment (and run a canary batch); exit 1 when a check fails."""
+    from .doctor import run_checks
+
+    async def run() -> bool:
+        healthy = True
+        async for check in run_checks(pool=pool, deployment=deployment, canary=canary, canary_timeout=timeout):
+            healthy &= check.ok
+            mark = "[green]PASS[/green]" if check.ok else "[red]FAIL[/red]"
+            out.print(f"{mark} {check.name:<12} {check.detail}", highlight=False, soft_wrap=True)
+        return healthy
+
+    if not asyncio.run(run()):
+        raise typer.Exit(1)
 
 
 @app.command()

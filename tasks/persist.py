@@ -18,7 +18,7 @@ from prefect.tasks import exponential_backoff
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from db import batches
-from db.engine import create_engine, database_url, init_schema, unit_of_work
+from db.engine import prepare_embedded_database, unit_of_work
 from db.schema import check_schema
 from scrapersky.batch import BatchStatus, DomainOutcome
 from scrapersky.settings import Settings
@@ -49,17 +49,6 @@ _database_task = dict(
 )
 
 
-async def _prepare_embedded_database() -> None:
-    # The embedded SQLite default creates its tables on first use; a PostgreSQL
-    # schema is created on purpose, with `scrapersky db init`.
-    if database_url().get_backend_name() == "sqlite":
-        engine = create_engine()
-        try:
-            await init_schema(engine)
-        finally:
-            await engine.dispose()
-
-
 @task(name="open-batch", **_database_task)
 def open_batch(
     *,
@@ -73,7 +62,7 @@ def open_batch(
     """Mark the batch ``running`` (creating its row if needed); returns domains already done."""
 
     async def run() -> set[str]:
-        await _prepare_embedded_database()
+        await prepare_embedded_database()
         async with unit_of_work() as session:
             # The start-up schema check: a mismatch stops the batch before any work.
             schema = await session.run_sync(lambda sync: check_schema(sync.connection()))

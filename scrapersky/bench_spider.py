@@ -1,0 +1,203 @@
+"""The benchmark's Scrapy peer: a plain spider that fetches every farm homepage once
+and extracts the same site metadata as ``tasks.extract`` with Scrapy's own selectors.
+
+    python -m scrapersky.bench_spider --port PORT --n N --concurrency C --results FILE
+
+Run by ``scrapersky.bench`` as a subprocess (its CPU and memory are measured from
+outside). Every domain ``site-<i>.test`` is requested at ``http://127.0.0.1:PORT/``
+with its own Host header and its own download slot (one slot a host, as for real
+domains), no robots.txt, no autothrottle, no retries (the flow runs with retries=0
+too). Items, failures included, go to FILE as JSON lines through Scrapy's own feed
+exporter; the last line printed on stdout is a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import sys
+import time
+from typing import Any
+from urllib.parse import urljoin
+
+import scrapy
+from scrapy.crawler import CrawlerProcess
+
+__all__ = ["HomepageSpider", "main"]
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,24}")
+_SOCIAL = re.compile(
+    r"(facebook\.com|twitter\.com|x\.com|linkedin\.com|instagram\.com|youtube\.com|tiktok\.com|pinterest\.|github\.com)",
+    re.IGNORECASE,
+)
+_TEXT_LIMIT = 200_000  # characters of visible text searched for addresses (as tasks.extract)
+
+
+def _clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = " ".join(value.split())
+    return value or None
+
+
+class HomepageSpider(scrapy.Spider):
+    """One request a domain; one item a domain (an error item when the fetch fails)."""
+
+    name = "bench-homepages"
+    custom_settings: dict[str, Any] = {}
+
+    def __init__(self, port: int, n: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.port = int(port)
+        self.n = int(n)
+
+    def _requests(self):
+        for i in range(self.n):
+            host = f"site-{i}.test"
+            yield scrapy.Request(
+                f"http://127.0.0.1:{self.port}/",
+                headers={"Host": host},
+                # Every request has the same URL: not a duplicate, a different site.
+                dont_filter=True,
+                # One download slot per host, as for real domains (the slot would
+                # otherwise be 127.0.0.1 for all and CONCURRENT_REQUESTS_PER_DOMAIN cap it).
+                meta={"download_slot": host, "host": host},
+                callback=self.parse,
+                errback=self.failed,
+            )
+
+    async def start(self):  # Scrapy >= 2.13
+        for request in self._requests():
+            yield request
+
+    def start_requests(self):  # Scrapy < 2.13
+        yield from self._requests()
+
+    def parse(self, response: scrapy.http.Response) -> dict[str, Any]:
+        host = response.meta["host"]
+        base = f"http://{host}/"
+
+        def meta(key: str) -> str | None:
+            return _clean(
+                response.xpath(f"//meta[@name='{key}' or @property='{key}']/@content").get()
+            )
+
+        open_graph = {}
+        for tag in response.xpath("//meta[starts-with(@property, 'og:')]"):
+            prop, content = tag.attrib.get("property"), _clean(tag.attrib.get("content"))
+            if prop and content and prop not in open_graph:
+                open_graph[prop] = content
+        twitter = {}
+        for tag in response.xpath("//meta[starts-with(@name, 'twitter:')]"):
+            key, content = tag.attrib.get("name"), _clean(tag.attrib.get("content"))
+            if key and content and key not in twitter:
+                twitter[key] = content
+
+        json_ld: list[Any] = []
+        organization = None
+        for text in response.xpath("//script[@type='application/ld+json']/text()").getall():
+            try:
+                data = json.loads(text)
+            except ValueError:
+                continue
+            json_ld.append(data)
+            for item in data if isinstance(data, list) else data.get("@graph", [data]):
+                if isinstance(item, dict) and item.get("@type") == "Organization" and organization is None:
+                    organization = item
+
+        hrefs = response.xpath("//a/@href").getall()
+        text = " ".join(
+            response.xpath("//body//text()[not(ancestor::script) and not(ancestor::style)]").getall()
+        )[:_TEXT_LIMIT]
+        emails = [h[7:].split("?")[0] for h in hrefs if h.lower().startswith("mailto:")]
+        emails += _EMAIL.findall(text)
+        phones = [h[4:] for h in hrefs if h.lower().startswith("tel:")]
+        social = {}
+        for href in hrefs:
+            match = _SOCIAL.search(href)
+            if match and match.group(1).lower() not in social:
+                social[match.group(1).lower()] = href
+        icon = response.xpath("//link[contains(@rel, 'icon')]/@href").get()
+        canonical = response.xpath("//link[@rel='canonical']/@href").get() or meta("og:url")
+        image = meta("og:image") or meta("twitter:image")
+        keywords = meta("keywords")
+        return {
+            "domain": host,
+            "status": response.status,
+            "title": _clean(response.xpath("//title/text()").get()),
+            "description": meta("description") or meta("og:description"),
+            "keywords": [k.strip() for k in keywords.split(",") if k.strip()] if keywords else [],
+            "language": response.xpath("/html/@lang").get(),
+            "canonical_url": urljoin(base, canonical) if canonical else None,
+            "site_name": meta("og:site_name") or (organization or {}).get("name"),
+            "image": urljoin(base, image) if image else None,
+            "favicon_url": urljoin(base, icon) if icon else urljoin(base, "/favicon.ico"),
+            "open_graph": open_graph,
+            "twitter_card": twitter,
+            "organization": organization,
+            "emails": list(dict.fromkeys(emails)),
+            "phones": list(dict.fromkeys(phones)),
+            "social_links": social,
+            "generator": meta("generator"),
+        }
+
+    def failed(self, failure: Any) -> dict[str, Any]:
+        request = failure.request
+        return {"domain": request.meta.get("host"), "error": f"{failure.type.__name__}: {failure.value}"}
+
+
+def settings_for(concurrency: int, results: str) -> dict[str, Any]:
+    return {
+        "CONCURRENT_REQUESTS": concurrency,
+        "CONCURRENT_REQUESTS_PER_DOMAIN": concurrency,
+        "CONCURRENT_REQUESTS_PER_IP": 0,
+        "DOWNLOAD_DELAY": 0,
+        "AUTOTHROTTLE_ENABLED": False,
+        "ROBOTSTXT_OBEY": False,
+        "RETRY_ENABLED": False,
+        "COOKIES_ENABLED": False,
+        "TELNETCONSOLE_ENABLED": False,
+        "LOG_LEVEL": "WARNING",
+        "DOWNLOAD_TIMEOUT": 60,
+        "USER_AGENT": "ScraperSkyBench/0.1 (scrapy peer)",
+        "FEEDS": {results: {"format": "jsonlines", "encoding": "utf-8", "overwrite": True}},
+    }
+
+
+def _cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--results", required=True, help="JSON lines file, one item a domain")
+    args = parser.parse_args(argv)
+
+    process = CrawlerProcess(settings=settings_for(args.concurrency, args.results))
+    crawler = process.create_crawler(HomepageSpider)
+    process.crawl(crawler, port=args.port, n=args.n)
+    cpu, started = _cpu_self(), time.perf_counter()
+    process.start()  # blocks until the crawl is done
+    work, work_cpu = time.perf_counter() - started, _cpu_self() - cpu
+    stats = crawler.stats.get_stats() if crawler.stats else {}
+    summary = {
+        "work_seconds": work,
+        "work_cpu_seconds": work_cpu,
+        "items": stats.get("item_scraped_count", 0),
+        "responses": stats.get("response_received_count", 0),
+        "download_errors": stats.get("downloader/exception_count", 0),
+        "log_errors": stats.get("log_count/ERROR", 0),
+        "finish_reason": stats.get("finish_reason"),
+    }
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

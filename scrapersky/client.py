@@ -1,0 +1,107 @@
+"""Submitting batches from another service: the successor of ``POST /batch`` and
+``GET /batch/{id}``.
+
+    batch_id = await submit_batch(["example.com", "example.org"], tenant_id)
+    report = await get_status(batch_id, tenant_id)
+
+``submit_batch`` records the batch ``pending`` (its domains with it), then asks
+Prefect to run the ``batch-scrape`` deployment with the batch id as idempotency
+key: the same submission twice is one batch and one flow run. When Prefect cannot be
+asked, the batch is marked ``failed`` with the reason and ``SubmitFailed`` is raised:
+no batch stays pending because nobody was told to run it.
+
+Both need the database (``DATABASE_URL``) and ``submit_batch`` the Prefect API
+(``PREFECT_API_URL``), as a worker does.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+
+from db import batches
+from db.batches import BatchStatusReport
+from db.engine import prepare_embedded_database, unit_of_work
+from db.schema import check_schema
+
+from .batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest, BatchStatus
+from .domains import plan_domains
+from .errors import SubmitFailed
+from .settings import Settings
+
+__all__ = ["DEFAULT_DEPLOYMENT", "submit_batch", "get_status", "BatchStatusReport"]
+
+#: flow name / deployment name, as in prefect.yaml.
+DEFAULT_DEPLOYMENT = "batch-scrape/batch-scrape"
+
+
+async def submit_batch(
+    domains: list[str],
+    tenant_id: UUID = DEFAULT_TENANT_ID,
+    *,
+    options: BatchOptions | None = None,
+    batch_id: UUID | None = None,
+    deployment: str = DEFAULT_DEPLOYMENT,
+) -> UUID:
+    """Create the batch ``pending`` and have the deployment run it; returns the batch id.
+
+    Raises EmptyBatch / BatchTooLarge before anything is created, SubmitFailed when
+    the deployment cannot be asked to run it (the batch is then ``failed``).
+    """
+    settings = Settings()
+    plan = plan_domains(domains, max_batch_size=settings.max_batch_size)
+    request = BatchRequest(domains=domains, tenant_id=tenant_id, batch_id=batch_id or uuid4(), options=options)
+    assert request.batch_id is not None
+
+    await prepare_embedded_database()
+    async with unit_of_work() as session:
+        schema = await session.run_sync(lambda sync: check_schema(sync.connection()))
+        schema.raise_for_errors()
+        await batches.register_batch(
+            session,
+            batch_id=request.batch_id,
+            tenant_id=tenant_id,
+            domains=plan.domains + list(plan.invalid),
+            input_summary=plan.summary(),
+            options=(options or settings.batch_options()).model_dump(mode="json"),
+            schema=schema,
+        )
+
+    try:
+        flow_run_id = await _trigger(deployment, request)
+    except Exception as error:
+        reason = f"could not start deployment {deployment}: {_reason(error)}"
+        async with unit_of_work() as session:
+            await batches.end_batch(session, batch_id=request.batch_id, status=BatchStatus.FAILED, error=reason)
+        raise SubmitFailed(reason) from None
+
+    async with unit_of_work() as session:
+        await batches.note_flow_run(session, batch_id=request.batch_id, flow_run_id=str(flow_run_id))
+    return request.batch_id
+
+
+async def _trigger(deployment: str, request: BatchRequest) -> UUID:
+    async with get_client() as client:
+        found = await client.read_deployment_by_name(deployment)
+        run = await client.create_flow_run_from_deployment(
+            found.id,
+            parameters={"batch": request.model_dump(mode="json")},
+            # The same batch submitted again is the same flow run (Prefect keeps the key).
+            idempotency_key=str(request.batch_id),
+            tags=[f"tenant:{request.tenant_id}"],
+        )
+        return run.id
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, ObjectNotFound):
+        return "no such deployment (run `prefect deploy --all`)"
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+async def get_status(batch_id: UUID, tenant_id: UUID = DEFAULT_TENANT_ID) -> BatchStatusReport:
+    """The batch as users read it; BatchNotFound for an unknown id or another tenant's."""
+    async with unit_of_work() as session:
+        return await batches.get_batch_status(session, batch_id, tenant_id)
