@@ -637,6 +637,24 @@ class PrefectServer:
             start_new_session=True,
         )
         self.startup_seconds = self._wait_healthy(startup_timeout)
+        self.idle_cpu_per_second = self._cpu_rate(3.0)
+
+    def _cpu_rate(self, seconds: float) -> float:
+        before = self.cpu_seconds()
+        time.sleep(seconds)
+        return (self.cpu_seconds() - before) / seconds
+
+    def wait_idle(self, max_seconds: float = 300.0) -> float:
+        """Seconds until the server is back to its idle CPU (two quiet seconds in a row):
+        it still records the events and task runs of a finished flow run for a while."""
+        threshold = max(0.1, 2 * self.idle_cpu_per_second + 0.05)
+        started = time.perf_counter()
+        quiet = 0
+        while time.perf_counter() - started < max_seconds:
+            quiet = quiet + 1 if self._cpu_rate(1.0) <= threshold else 0
+            if quiet >= 2:
+                return time.perf_counter() - started - 2.0
+        return time.perf_counter() - started
 
     def _wait_healthy(self, timeout: float) -> float:
         import httpx
@@ -675,12 +693,13 @@ class PrefectServer:
 
 #: Lines that say the Prefect API (or the client's talk with it) went wrong.
 API_ERROR_PATTERNS: dict[str, re.Pattern[str]] = {
-    "503": re.compile(r"(?<![\d.:])503(?![\d.:])|Service Unavailable"),
+    "503": re.compile(r"(?<![\w.:-])503(?![\w:-])|Service Unavailable"),
     "subscription queue full": re.compile(r"Subscription queue is full"),
     "PrefectHTTPStatusError": re.compile(r"PrefectHTTPStatusError"),
     "httpx error": re.compile(r"httpx\.\w*(?:Error|Timeout)|\b(?:Read|Connect|Pool|Write)Timeout\b|RemoteProtocolError"),
     "ERROR": re.compile(r"\bERROR\b"),
-    "dropped events": re.compile(r"(?i)\bdrop(?:ped|ping)?\b.{0,80}\bevents?\b|\bevents?\b.{0,80}\bdrop(?:ped|ping)?\b"),
+    # "Error flushing 3 events (0 to retry, 3 dropped)", "... dropping message for topic=..."
+    "dropped events": re.compile(r"\b[1-9]\d* dropped\b|dropping message|(?i:\bevents? (?:were |was )?dropped)"),
     "Traceback": re.compile(r"Traceback \(most recent call last\)"),
 }
 
@@ -807,6 +826,7 @@ class Run:
     farm: dict[str, Any]
     farm_cpu_seconds: float
     server_cpu_seconds: float | None = None
+    server_drain_seconds: float | None = None
     api_errors: int | None = None
     api_error_kinds: dict[str, int] = field(default_factory=dict)
     api_error_samples: list[str] = field(default_factory=list)
@@ -919,6 +939,9 @@ def _run_one(setup: _Setup, contestant: str, n: int, repeat: int) -> Run:
                 run.problems.append(f"{errors} error lines on stderr: {samples[:2]}")
     else:
         assert setup.server is not None and server_cpu is not None and server_log is not None
+        # The server goes on recording the run's events after the flow process exits:
+        # its CPU and its log lines are counted until it is idle again.
+        run.server_drain_seconds = setup.server.wait_idle()
         run.server_cpu_seconds = setup.server.cpu_seconds() - server_cpu
         text = (
             done.stdout.read_text(errors="replace")
@@ -954,7 +977,8 @@ def summarize(runs: list[Run]) -> list[dict[str, Any]]:
     for (contestant, n), items in groups.items():
         row: dict[str, Any] = {"contestant": contestant, "n": n, "repeats": len(items)}
         for key in ("wall_seconds", "work_seconds", "domains_per_second", "cpu_seconds_per_1k",
-                    "work_cpu_seconds_per_1k", "server_cpu_seconds_per_1k", "max_rss_mb", "api_errors",
+                    "work_cpu_seconds_per_1k", "server_cpu_seconds_per_1k", "server_drain_seconds",
+                    "max_rss_mb", "api_errors",
                     "farm_cpu_seconds"):
             row[key] = _median([item[key] for item in items])
         row["pages_ok"] = min(item["pages_ok"] for item in items)
@@ -1005,7 +1029,7 @@ def print_report(rows: list[dict[str, Any]], ratio: dict[str, dict[str, float | 
     for column, justify in (
         ("N", "right"), ("contestant", "left"), ("wall s", "right"), ("work s", "right"),
         ("domains/s", "right"), ("CPU s/1k", "right"), ("work CPU s/1k", "right"),
-        ("server CPU s/1k", "right"), ("peak RSS MB", "right"), ("pages OK", "right"),
+        ("server CPU s/1k", "right"), ("server drain s", "right"), ("peak RSS MB", "right"), ("pages OK", "right"),
         ("titles OK", "right"), ("API errors", "right"), ("final state", "left"),
     ):
         table.add_column(column, justify=justify)
@@ -1015,6 +1039,7 @@ def print_report(rows: list[dict[str, Any]], ratio: dict[str, dict[str, float | 
             str(row["n"]), row["contestant"], _fmt(row["wall_seconds"]), _fmt(row["work_seconds"]),
             _fmt(row["domains_per_second"], 1), _fmt(row["cpu_seconds_per_1k"]),
             _fmt(row["work_cpu_seconds_per_1k"]), _fmt(row["server_cpu_seconds_per_1k"]),
+            _fmt(row["server_drain_seconds"], 1),
             _fmt(row["max_rss_mb"], 0), f"{row['pages_ok']}/{row['n']}", f"{row['titles_ok']}/{row['n']}",
             _fmt(row["api_errors"]), ",".join(row["states"]) or "-", style=style,
         )
@@ -1078,7 +1103,8 @@ def run_benchmark(args: argparse.Namespace) -> tuple[list[Run], dict[str, Any]]:
                         print(
                             f"[bench]   {run.wall_seconds:.2f} s, {run.pages_ok}/{n} pages, "
                             f"{run.titles_ok}/{n} titles, CPU {run.cpu_seconds:.2f} s"
-                            + (f", server CPU {run.server_cpu_seconds:.2f} s" if run.server_cpu_seconds else "")
+                            + (f", server CPU {run.server_cpu_seconds:.2f} s (drained"
+                               f" {run.server_drain_seconds:.1f} s after)" if run.server_cpu_seconds else "")
                             + f", farm {100 * busy:.0f}% of a core"
                             + (f"; problems: {run.problems[:3]}" if run.problems else ""),
                             file=sys.stderr, flush=True,
@@ -1087,7 +1113,12 @@ def run_benchmark(args: argparse.Namespace) -> tuple[list[Run], dict[str, Any]]:
         if farm is not None:
             farm.stop()
         if server is not None:
+            offset = server.log_size()
             server.stop()
+            # What the server logs as it stops (e.g. a recorder cancelled mid-flush) is no run's.
+            lines, kinds, samples = count_api_errors(server.log_since(offset))
+            meta["server_shutdown_error_lines"] = {"lines": lines, "kinds": kinds, "samples": samples[:3]}
+            meta["prefect_server_idle_cpu_per_second"] = server.idle_cpu_per_second
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
