@@ -2,9 +2,10 @@
 the batch's progress and every domain's outcome stored in ``batch_jobs``."""
 
 
+import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -16,10 +17,10 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.client.schemas.objects import Flow, FlowRun
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect import runtime
 from prefect.states import Failed, State
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from db import batches
@@ -27,9 +28,10 @@ from db.engine import unit_of_work
 from scrapersky import progress
 from scrapersky.batch import BatchOptions, BatchRequest, BatchStatus, DomainOutcome
 from scrapersky.domains import DomainPlan, plan_domains
+from scrapersky.errors import ConfigError
 from scrapersky.settings import Settings
 from tasks.persist import open_batch, persist_batch, save_progress
-from tasks.scrape import outcome_from_error, scrape_domain_for
+from tasks.scrape import outcome_from_error, scrape_domain_for, scrape_domains
 
 __all__ = ["batch_scrape"]
 
@@ -96,7 +98,7 @@ def batch_scrape(batch: BatchRequest) -> BatchStatus | State:
     def save(outcomes: list[DomainOutcome]) -> bool:
         return _save_progress(batch_id, tenant_id, outcomes, tally)
 
-    unsaved = _scrape_all(to_fetch, options, batch_id=batch_id, save=save, tally=tally)
+    unsaved = _scrape_all(to_fetch, options, batch_id=batch_id, settings=settings, save=save, tally=tally)
     status = persist_batch(batch_id=batch_id, tenant_id=tenant_id, outcomes=_rejected(plan) + unsaved)
     _publish_summary(batch_id, status, tally, skipped=len(already_done))
 
@@ -161,21 +163,39 @@ def _scrape_all(
     options: BatchOptions,
     *,
     batch_id: UUID,
+    settings: Settings,
     save: Callable[[list[DomainOutcome]], bool],
     tally: _Tally,
 ) -> list[DomainOutcome]:
-    """Fan out one task run per domain, at most ``options.concurrency`` at a time.
+    """Scrape every domain; outcomes are saved every PROGRESS_INTERVAL seconds, so a
+    run that dies loses at most the last few seconds. Returns the ones not saved yet.
 
     Outcomes are collected as plain data, failures included: a downstream task never
-    receives the futures of failed runs (Prefect would skip it silently). Every
-    PROGRESS_INTERVAL seconds they are saved, so a run that dies loses at most the last
-    few seconds; the ones not saved yet are returned.
+    receives the futures of failed runs (Prefect would skip it silently).
     """
     if not domains:
         return []
-    scrape_domain = scrape_domain_for(options)
+    if len(domains) <= settings.task_per_domain_max:
+        outcomes = _task_per_domain(domains, options, batch_id=batch_id)
+    else:
+        outcomes = _sub_batches(domains, options, settings)
     unsaved: list[DomainOutcome] = []
     last_save = time.monotonic()
+    for outcome in outcomes:
+        unsaved.append(outcome)
+        tally.add(outcome)
+        progress.report(tally.done, len(domains))
+        if time.monotonic() - last_save >= PROGRESS_INTERVAL:
+            if save(unsaved):
+                unsaved = []
+            last_save = time.monotonic()
+    return unsaved
+
+
+def _task_per_domain(domains: list[str], options: BatchOptions, *, batch_id: UUID) -> Iterator[DomainOutcome]:
+    """An ordinary batch: one task run per domain (each visible in the UI, retried by
+    Prefect), at most ``options.concurrency`` at a time."""
+    scrape_domain = scrape_domain_for(options)
     with ThreadPoolTaskRunner(max_workers=options.concurrency) as runner:
         futures = runner.map(
             scrape_domain, {"domain": domains, "options": unmapped(options), "batch_id": unmapped(batch_id)}
@@ -188,11 +208,62 @@ def _scrape_all(
                 result = error
             if not isinstance(result, DomainOutcome):
                 result = outcome_from_error(domain_of[future.task_run_id], result)
-            unsaved.append(result)
-            tally.add(result)
-            progress.report(tally.done, len(domains))
-            if time.monotonic() - last_save >= PROGRESS_INTERVAL:
-                if save(unsaved):
-                    unsaved = []
-                last_save = time.monotonic()
-    return unsaved
+            yield result
+
+
+#: Sub-batches per worker a large batch is cut into (bounded below and above in size).
+SUB_BATCHES_PER_WORKER = 16
+SUB_BATCH_MIN, SUB_BATCH_MAX = 25, 500
+
+
+def sub_batch_size(total: int, workers: int) -> int:
+    return max(SUB_BATCH_MIN, min(SUB_BATCH_MAX, math.ceil(total / (workers * SUB_BATCHES_PER_WORKER))))
+
+
+def _sub_batches(domains: list[str], options: BatchOptions, settings: Settings) -> Iterator[DomainOutcome]:
+    """A large batch: sub-batch task runs, each scraping its domains with per-domain
+    retries and returning every domain's outcome. The task runner spreads them over
+    ``settings.workers`` processes (or Dask workers); only ``2 x workers`` are in flight,
+    so the Prefect server sees a few dozen task runs, not one per domain."""
+    workers = settings.workers
+    size = sub_batch_size(len(domains), workers)
+    per_task = options.model_copy(update={"concurrency": max(1, math.ceil(options.concurrency / workers))})
+    waiting = [domains[start:start + size] for start in range(0, len(domains), size)]
+    waiting.reverse()
+    in_flight: dict[UUID, tuple[PrefectFuture, list[str]]] = {}
+    with task_runner_for(settings) as runner:
+        while waiting or in_flight:
+            while waiting and len(in_flight) < 2 * workers:
+                chunk = waiting.pop()
+                future = runner.submit(scrape_domains, {"domains": chunk, "options": per_task, "extra": len(chunk) - 1})
+                in_flight[future.task_run_id] = (future, chunk)
+            done = next(as_completed([future for future, _ in in_flight.values()]))
+            _, chunk = in_flight.pop(done.task_run_id)
+            try:
+                result = done.result(raise_on_failure=False)
+            except Exception as error:  # a crashed or cancelled task run
+                result = error
+            if isinstance(result, list) and len(result) == len(chunk):
+                yield from result
+            else:  # the sub-batch itself failed (a defect, a dead worker): every domain says so
+                error = result if isinstance(result, BaseException) else RuntimeError(f"sub-batch returned {result!r:.200}")
+                yield from (outcome_from_error(domain, error) for domain in chunk)
+
+
+def task_runner_for(settings: Settings) -> TaskRunner:
+    """The runner of sub-batch tasks: SCRAPERSKY_TASK_RUNNER (auto: processes on a
+    machine with several cores), SCRAPERSKY_WORKERS, SCRAPERSKY_DASK_ADDRESS."""
+    kind = settings.task_runner
+    if kind == "auto":
+        kind = "processes" if settings.workers > 1 else "threads"
+    if kind == "threads":
+        return ThreadPoolTaskRunner(max_workers=settings.workers)
+    if kind == "processes":
+        return ProcessPoolTaskRunner(max_workers=settings.workers)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise ConfigError("SCRAPERSKY_TASK_RUNNER=dask needs prefect-dask: pip install 'scrapersky-batch[dask]'") from None
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": settings.workers, "threads_per_worker": 1, "processes": True})

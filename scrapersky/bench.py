@@ -51,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -591,12 +592,15 @@ class BenchFarm:
             cmd, env=_clean_env(), cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=self._stderr, start_new_session=True,
         )
-        ready, _, _ = select.select([self.proc.stdout], [], [], 30.0)
-        line = self.proc.stdout.readline() if ready else b""
-        if not line:
+        try:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 30.0)
+            line = self.proc.stdout.readline() if ready else b""
+            if not line:
+                raise RuntimeError(f"the farm did not start: {_tail(logs / 'farm.err')}")
+            info = json.loads(line)
+        except BaseException:
             self.stop()
-            raise RuntimeError(f"the farm did not start: {_tail(logs / 'farm.err')}")
-        info = json.loads(line)
+            raise
         self.port: int = info["port"]
         self.refused_port: int = info["refused_port"]
 
@@ -636,8 +640,12 @@ class PrefectServer:
             cwd=home, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.startup_seconds = self._wait_healthy(startup_timeout)
-        self.idle_cpu_per_second = self._cpu_rate(3.0)
+        try:
+            self.startup_seconds = self._wait_healthy(startup_timeout)
+            self.idle_cpu_per_second = self._cpu_rate(3.0)
+        except BaseException:
+            self.stop()
+            raise
 
     def _cpu_rate(self, seconds: float) -> float:
         before = self.cpu_seconds()
@@ -870,6 +878,7 @@ class _Setup:
     work: Path
     database_url: str | None
     prefect_home: Path | None
+    flow_env: dict[str, str] = field(default_factory=dict)
 
 
 def _timeout_for(setup: _Setup, n: int) -> float:
@@ -908,6 +917,7 @@ def _run_one(setup: _Setup, contestant: str, n: int, repeat: int) -> Run:
             ),
             DATABASE_URL=database_url,
         )
+        env.update(setup.flow_env)  # e.g. SCRAPERSKY_* settings under comparison
         server_cpu = setup.server.cpu_seconds()
         server_log = setup.server.log_size()
     else:
@@ -1008,7 +1018,8 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
             a, b = flow.get("cpu_seconds_per_1k"), other.get("cpu_seconds_per_1k")
             server = flow.get("server_cpu_seconds_per_1k") or 0.0
             entry[f"cpu_with_server_flow_over_{peer}"] = (a + server) / b if a and b else None
-        result[str(n)] = entry
+        if entry:
+            result[str(n)] = entry
     return result
 
 
@@ -1078,6 +1089,13 @@ def run_benchmark(args: argparse.Namespace) -> tuple[list[Run], dict[str, Any]]:
     farm = server = None
     runs: list[Run] = []
     meta: dict[str, Any] = {}
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM unwinds like Ctrl-C, so the farm and the server are stopped (finally).
+        def interrupted(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        previous_handler = signal.signal(signal.SIGTERM, interrupted)
     try:
         if "flow" in contestants:  # the slow one first: it starts while the farm does
             home = work / "prefect-home"
@@ -1089,6 +1107,7 @@ def run_benchmark(args: argparse.Namespace) -> tuple[list[Run], dict[str, Any]]:
         setup = _Setup(
             farm=farm, server=server, concurrency=args.concurrency, timeout=args.timeout, logs=logs,
             work=work, database_url=args.database_url, prefect_home=server.home if server else None,
+            flow_env=dict(args.flow_env),
         )
         for repeat in range(args.repeat):
             for n in args.n:
@@ -1123,7 +1142,16 @@ def run_benchmark(args: argparse.Namespace) -> tuple[list[Run], dict[str, Any]]:
             shutil.rmtree(work, ignore_errors=True)
         else:
             meta["work_dir"] = str(work)
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     return runs, meta
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key.strip(), value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1141,6 +1169,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds per contestant run (default 120 + 0.18 N: 32 min at 10k)")
     parser.add_argument("--database-url", default=None,
                         help="the flow's DATABASE_URL (default: a fresh SQLite file per run)")
+    parser.add_argument("--flow-env", action="append", default=[], metavar="KEY=VALUE", type=_key_value,
+                        help="an environment variable for the flow process (repeatable), e.g."
+                             " SCRAPERSKY_READ_TIMEOUT=5; inherited PREFECT_*/SCRAPERSKY_* are not passed")
     parser.add_argument("--keep-alive", action="store_true", help="let clients reuse farm connections")
     parser.add_argument("--prefect-startup-timeout", type=float, default=180.0)
     parser.add_argument("--json", dest="json_path", default=None, help="write every number to this file")

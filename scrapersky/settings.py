@@ -7,8 +7,9 @@ batch option has an environment variable (``SCRAPERSKY_CONCURRENCY``, ...).
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AliasChoices, Field, field_validator
@@ -24,6 +25,7 @@ __all__ = ["Settings", "Reach", "DEFAULT_DATABASE_URL", "DEFAULT_MAX_BATCH_SIZE"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///scrapersky.db"
 DEFAULT_MAX_BATCH_SIZE = 10_000
 DEFAULT_STALE_AFTER = 900.0
+DEFAULT_TASK_PER_DOMAIN_MAX = 250
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,12 @@ class Settings(BaseSettings, BatchOptions):
     #: A pending/running batch with no update for this long is stale: its run is gone
     #: (a running batch saves progress every few seconds while domains complete).
     stale_after: float = Field(DEFAULT_STALE_AFTER, gt=0)
+    # Fan-out (see flows/batch_scrape.py): up to this many domains, a task run per
+    # domain; above, sub-batch tasks on the task runner below, a few in flight at once.
+    task_per_domain_max: int = Field(DEFAULT_TASK_PER_DOMAIN_MAX, ge=0)
+    task_runner: Literal["auto", "threads", "processes", "dask"] = "auto"
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    dask_address: str | None = None
     # Network reach: the operator's, never a run parameter (see tasks/network.py).
     connect_to: Annotated[tuple[str, ...], NoDecode] = ()
     allow_networks: Annotated[tuple[str, ...], NoDecode] = ()

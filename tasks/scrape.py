@@ -1,12 +1,21 @@
-"""The per-domain task: fetch the homepage, extract its metadata, say what happened."""
+"""Scraping a domain: fetch the homepage, extract its metadata, say what happened.
+
+Two tasks: ``scrape-domain``, one task run per domain (Prefect retries it), and
+``scrape-domains``, a sub-batch of a large batch with each domain retried inside it.
+Both make the same attempts (``scrape_page``) under the same retry policy."""
 
 from __future__ import annotations
 
+import functools
+import os
+import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from uuid import UUID
 
 from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.runtime import task_run
 from prefect.states import State
@@ -14,12 +23,19 @@ from prefect.tasks import exponential_backoff
 
 from scrapersky.batch import BatchOptions, DomainOutcome, DomainStatus, utcnow
 from scrapersky.errors import DomainError, TooManyRedirects
-from scrapersky.settings import Settings
+from scrapersky.settings import Reach, Settings
 
 from .extract import extract_metadata
 from .fetch import client_for, fetch_homepage, fetch_url
 
-__all__ = ["scrape_domain", "scrape_domain_for", "outcome_from_error"]
+__all__ = [
+    "scrape_domain",
+    "scrape_domain_for",
+    "scrape_domains",
+    "scrape_page",
+    "scrape_with_retries",
+    "outcome_from_error",
+]
 
 
 def _is_transient(task: Task, run: TaskRun, state: State) -> bool:
@@ -50,10 +66,23 @@ def _batch_and_domain(context: object, parameters: dict) -> str:
 )
 def scrape_domain(domain: str, options: BatchOptions, batch_id: UUID) -> DomainOutcome:
     """One domain's outcome; raises a DomainError (with timings) when it fails."""
+    attempt = task_run.run_count
+    try:
+        return scrape_page(domain, options, attempt=attempt)
+    except DomainError as error:
+        if error.retryable and error.retry_after and attempt <= options.retries:
+            # The server said when to come back (429, 503): wait that long, up to a cap,
+            # before Prefect's own backoff for the next attempt.
+            time.sleep(min(error.retry_after, options.retry_after_max))
+        raise
+
+
+def scrape_page(domain: str, options: BatchOptions, *, attempt: int = 1) -> DomainOutcome:
+    """One attempt at a domain: fetch its homepage (meta refreshes followed), extract."""
     started_at = utcnow()
     clock = time.perf_counter()
     try:
-        client = client_for(options, Settings().reach())
+        client = client_for(options, _reach())
         page = fetch_homepage(client, domain, options=options)
         metadata = extract_metadata(page.body, page.headers, page.url)
         # A <meta http-equiv=refresh> is a redirect too: followed, within the same limit.
@@ -67,18 +96,14 @@ def scrape_domain(domain: str, options: BatchOptions, batch_id: UUID) -> DomainO
             page = fetch_url(client, metadata.refresh_url, options=options)
             metadata = extract_metadata(page.body, page.headers, page.url)
     except DomainError as error:
-        error.attempts = task_run.run_count
+        error.attempts = attempt
         error.started_at = started_at
         error.elapsed_ms = round((time.perf_counter() - clock) * 1000)
-        if error.retryable and error.retry_after and task_run.run_count <= options.retries:
-            # The server said when to come back (429, 503): wait that long, up to a cap,
-            # before Prefect's own backoff for the next attempt.
-            time.sleep(min(error.retry_after, options.retry_after_max))
         raise
     return DomainOutcome(
         domain=domain,
         status=DomainStatus.COMPLETED,
-        attempts=task_run.run_count,
+        attempts=attempt,
         http_status=page.status_code,
         final_url=page.url,
         elapsed_ms=round((time.perf_counter() - clock) * 1000),
@@ -87,6 +112,47 @@ def scrape_domain(domain: str, options: BatchOptions, batch_id: UUID) -> DomainO
         finished_at=utcnow(),
         metadata=metadata.model_dump(mode="json"),
     )
+
+
+def _reach() -> Reach:
+    """The operator's reach (SCRAPERSKY_CONNECT_TO, SCRAPERSKY_ALLOW_NETWORKS)."""
+    return _reach_from(os.environ.get("SCRAPERSKY_CONNECT_TO"), os.environ.get("SCRAPERSKY_ALLOW_NETWORKS"))
+
+
+@functools.lru_cache(maxsize=8)
+def _reach_from(connect_to: str | None, allow_networks: str | None) -> Reach:
+    return Settings().reach()
+
+
+def scrape_with_retries(domain: str, options: BatchOptions) -> DomainOutcome:
+    """A domain's outcome after at most ``1 + options.retries`` attempts, with the
+    per-domain task's policy (transient errors only, exponential backoff with jitter,
+    Retry-After honoured up to a cap), for domains scraped inside a sub-batch task."""
+    for attempt in range(1, options.retries + 2):
+        try:
+            return scrape_page(domain, options, attempt=attempt)
+        except DomainError as error:
+            if not error.retryable or attempt > options.retries:
+                return outcome_from_error(domain, error)
+            delay = options.retry_backoff * 2 ** (attempt - 1)
+            delay *= random.uniform(0.5, 1.5) if delay else 1
+            if error.retry_after:
+                delay = max(delay, min(error.retry_after, options.retry_after_max))
+            time.sleep(delay)
+        except Exception as error:  # a defect: recorded, never retried
+            return outcome_from_error(domain, error)
+    raise AssertionError("unreachable")
+
+
+@task(name="scrape-domains", task_run_name="scrape {domains[0]} and {extra} more", cache_policy=NO_CACHE)
+def scrape_domains(domains: list[str], options: BatchOptions, extra: int) -> list[DomainOutcome]:
+    """A sub-batch of a large batch: every domain's outcome, each retried on its own.
+
+    ``options.concurrency`` threads fetch at once in this task (one process of a
+    process pool, a Dask worker, or a thread of the flow's).
+    """
+    with ThreadPoolExecutor(max_workers=max(1, min(options.concurrency, len(domains)))) as pool:
+        return list(pool.map(lambda domain: scrape_with_retries(domain, options), domains))
 
 
 def scrape_domain_for(options: BatchOptions) -> Task:

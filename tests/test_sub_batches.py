@@ -1,0 +1,125 @@
+"""Large batches: sub-batch task runs on threads, a process pool or Dask, with every
+domain still retried on its own and every domain's outcome recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+
+import pytest
+
+from db.batches import BatchStatusReport, get_batch_status
+from db.engine import unit_of_work
+from flows.batch_scrape import SUB_BATCH_MAX, SUB_BATCH_MIN, batch_scrape, sub_batch_size
+from scrapersky.batch import BatchOptions, BatchRequest
+from scrapersky.farm import Farm
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+TENANT = uuid.UUID("33333333-3333-3333-3333-333333333333")
+
+
+def status_of(batch_id: uuid.UUID) -> BatchStatusReport:
+    async def read() -> BatchStatusReport:
+        async with unit_of_work() as session:
+            return await get_batch_status(session, batch_id, TENANT)
+
+    return asyncio.run(read())
+
+
+def task_run_names(flow_run_id: uuid.UUID, expected: int, timeout: float = 30) -> list[str]:
+    """The names of the flow run's task runs, once the server has them all."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read() -> list[str]:
+        async with get_client() as client:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            return [run.name for run in runs]
+
+    deadline = time.monotonic() + timeout
+    while True:
+        names = asyncio.run(read())
+        if len(names) >= expected or time.monotonic() > deadline:
+            return names
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("sizes", [(1, 1), (100, 2), (10_000, 2), (10_000, 1), (1_000_000, 8)])
+def test_sub_batch_sizes_are_bounded(sizes: tuple[int, int]) -> None:
+    total, workers = sizes
+    size = sub_batch_size(total, workers)
+    assert SUB_BATCH_MIN <= size <= SUB_BATCH_MAX
+    assert math.ceil(total / size) <= max(workers * 16, math.ceil(total / SUB_BATCH_MAX))
+
+
+@pytest.mark.parametrize("runner", ["threads", "processes"])
+def test_a_large_batch_runs_in_sub_batches_with_per_domain_retries(
+    runner: str, database: str, farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCRAPERSKY_TASK_PER_DOMAIN_MAX", "20")
+    monkeypatch.setenv("SCRAPERSKY_TASK_RUNNER", runner)
+    monkeypatch.setenv("SCRAPERSKY_WORKERS", "2")
+    good = [f"ok-sb{i}.test" for i in range(90)]
+    flaky = [f"flaky-sb{i}.test" for i in range(5)]
+    failing = [f"err500-sb{i}.test" for i in range(5)]
+    missing = [f"notfound-sb{i}.test" for i in range(5)]
+    refused = [f"down-sb{i}.refused.test" for i in range(5)]
+    domains = good + flaky + failing + missing + refused + ["not a domain"]
+    options = BatchOptions(retries=2, retry_backoff=0.01, concurrency=8)
+
+    state = batch_scrape(BatchRequest(domains=domains, tenant_id=TENANT, options=options), return_state=True)
+
+    assert state.is_completed() and state.result() == "partial"
+    batch_id = uuid.UUID(str(state.state_details.flow_run_id))
+    report = status_of(batch_id)
+    assert (report.total_domains, report.completed_domains, report.failed_domains) == (111, 95, 16)
+    statuses = report.domain_statuses
+    for domain in good:
+        assert statuses[domain]["status"] == "completed" and statuses[domain]["attempts"] == 1
+        assert statuses[domain]["metadata"]["title"] == domain.split(".")[0]
+    for domain in flaky:  # 503 once, then the page: retried inside the sub-batch
+        assert (statuses[domain]["status"], statuses[domain]["attempts"]) == ("completed", 2)
+    for domain in failing:
+        assert (statuses[domain]["error_type"], statuses[domain]["attempts"]) == ("http_error", 3)
+        assert farm.hits[domain] == 3
+    for domain in missing:  # a 404 is permanent: never retried
+        assert (statuses[domain]["error_type"], statuses[domain]["attempts"]) == ("http_error", 1)
+    for domain in refused:
+        assert (statuses[domain]["error_type"], statuses[domain]["attempts"]) == ("connect_error", 3)
+    assert statuses["not a domain"]["error_type"] == "invalid_domain"
+    assert all(farm.hits[domain] == 1 for domain in good)
+
+    # The server saw a handful of sub-batch task runs, not one per domain.
+    chunks = math.ceil(110 / sub_batch_size(110, 2))
+    names = task_run_names(batch_id, expected=chunks + 3)
+    scraping = [name for name in names if name.startswith("scrape ")]
+    assert len(scraping) == chunks, names
+    assert all(" more" in name for name in scraping), names
+
+
+def test_a_broken_sub_batch_fails_its_domains_loudly(
+    database: str, farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.scrape
+
+    monkeypatch.setenv("SCRAPERSKY_TASK_PER_DOMAIN_MAX", "5")
+    monkeypatch.setenv("SCRAPERSKY_TASK_RUNNER", "threads")
+
+    def defect(domain: str, options: BatchOptions, *, attempt: int = 1):
+        if domain.startswith("ok-bad"):
+            raise ZeroDivisionError("a defect in extraction")
+        return real(domain, options, attempt=attempt)
+
+    real = tasks.scrape.scrape_page
+    monkeypatch.setattr(tasks.scrape, "scrape_page", defect)
+    domains = [f"ok-good{i}.test" for i in range(20)] + ["ok-bad1.test", "ok-bad2.test"]
+    state = batch_scrape(BatchRequest(domains=domains, tenant_id=TENANT, options=BatchOptions(retries=2)),
+                         return_state=True)
+    report = status_of(uuid.UUID(str(state.state_details.flow_run_id)))
+    assert (report.status, report.completed_domains, report.failed_domains) == ("partial", 20, 2)
+    bad = report.domain_statuses["ok-bad1.test"]
+    assert (bad["error_type"], bad["attempts"]) == ("internal_error", 1)
+    assert "ZeroDivisionError" in bad["error"]
