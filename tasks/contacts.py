@@ -42,8 +42,23 @@ def emails_in(text: str) -> list[str]:
         text = _DOT.sub(".", _AT.sub("@", text))
     elif "@" not in text:
         return []
-    found = (_valid_email(m.group(1), m.group(2)) for m in _EMAIL.finditer(text))
+    found = (_valid_email(local, domain) for local, domain in _email_matches(text))
     return [email for email in found if email]
+
+
+def _email_matches(text: str) -> list[tuple[str, str]]:
+    # The pattern is only tried around each "@": scanning every position of a long page
+    # for a 64-character local part first costs more than all the rest of extraction.
+    found: list[tuple[str, str]] = []
+    resume = 0
+    at = text.find("@")
+    while at != -1:
+        match = _EMAIL.search(text, max(resume, at - 64), at + 256)
+        if match is not None and match.start(2) - 1 == at:
+            found.append((match.group(1), match.group(2)))
+            resume = match.end()
+        at = text.find("@", max(at + 1, resume))
+    return found
 
 
 def email_from_mailto(href: str) -> str | None:

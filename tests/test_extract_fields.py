@@ -297,3 +297,14 @@ def test_arbitrary_bytes_and_headers_never_raise_anything_else(body: bytes, cont
         assert error.error_type in ("empty_body", "not_html")
     else:
         assert found.model_dump(mode="json")  # and it serialises for the database
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab.-_+%@ x1\n", max_size=400))
+def test_emails_found_around_each_at_sign_are_those_of_a_full_scan(text: str) -> None:
+    # emails_in only tries its pattern around each "@" (for speed); a full scan is the reference.
+    from tasks.contacts import _EMAIL, _valid_email, emails_in
+
+    text = text.replace("x", "example.com ")
+    full_scan = [_valid_email(m.group(1), m.group(2)) for m in _EMAIL.finditer(text)]
+    assert emails_in(text) == [email for email in full_scan if email]
