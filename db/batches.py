@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
-from sqlalchemy import insert, select
+from sqlalchemy import case, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,7 @@ __all__ = [
     "note_flow_run",
     "open_batch",
     "save_progress",
+    "store_outcomes",
     "record_outcomes",
     "end_batch",
     "StaleBatch",
@@ -230,10 +231,25 @@ async def save_progress(
     counts and progress; the row's status stays ``running``. Called every few seconds."""
     row = await _locked_batch(session, batch_id, tenant_id)
     await _upsert_results(session, batch_id, list(outcomes))
-    statuses = dict((row.batch_metadata or {}).get("domain_statuses") or {})
-    statuses.update(await _saved_outcomes(session, batch_id))
-    _count(row, statuses)
+    # Counted by the database: a large batch's outcomes are not read back every save.
+    status = DomainResult.outcome["status"].as_string()
+    total, completed, failed = (await session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(case((status == DomainStatus.COMPLETED.value, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((status == DomainStatus.FAILED.value, 1), else_=0)), 0),
+        ).where(DomainResult.batch_id == batch_id)
+    )).one()
+    row.total_domains = max(row.total_domains or 0, total)
+    row.completed_domains, row.failed_domains = completed, failed
+    row.progress = round(100.0 * (completed + failed) / row.total_domains, 2) if row.total_domains else 100.0
     row.updated_at = utcnow()
+
+
+async def store_outcomes(session: AsyncSession, *, batch_id: UUID, outcomes: Iterable[DomainOutcome]) -> None:
+    """Keep outcomes in domain_results (a sub-batch's own saves); the batch row, its
+    counts and its status are the flow's to move."""
+    await _upsert_results(session, batch_id, list(outcomes))
 
 
 async def record_outcomes(

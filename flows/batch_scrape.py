@@ -3,6 +3,8 @@ the batch's progress and every domain's outcome stored in ``batch_jobs``."""
 
 
 import math
+import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -31,7 +33,7 @@ from scrapersky.domains import DomainPlan, plan_domains
 from scrapersky.errors import ConfigError
 from scrapersky.settings import Settings
 from tasks.persist import open_batch, persist_batch, save_progress
-from tasks.scrape import outcome_from_error, scrape_domain_for, scrape_domains
+from tasks.scrape import SubBatchResult, outcome_from_error, scrape_domain_for, scrape_domains
 
 __all__ = ["batch_scrape"]
 
@@ -176,13 +178,14 @@ def _scrape_all(
     if not domains:
         return []
     if len(domains) <= settings.task_per_domain_max:
-        outcomes = _task_per_domain(domains, options, batch_id=batch_id)
+        outcomes = ((outcome, False) for outcome in _task_per_domain(domains, options, batch_id=batch_id))
     else:
-        outcomes = _sub_batches(domains, options, settings)
+        outcomes = _sub_batches(domains, options, settings, batch_id=batch_id)
     unsaved: list[DomainOutcome] = []
     last_save = time.monotonic()
-    for outcome in outcomes:
-        unsaved.append(outcome)
+    for outcome, stored in outcomes:
+        if not stored:
+            unsaved.append(outcome)
         tally.add(outcome)
         progress.report(tally.done, len(domains))
         if time.monotonic() - last_save >= PROGRESS_INTERVAL:
@@ -220,7 +223,9 @@ def sub_batch_size(total: int, workers: int) -> int:
     return max(SUB_BATCH_MIN, min(SUB_BATCH_MAX, math.ceil(total / (workers * SUB_BATCHES_PER_WORKER))))
 
 
-def _sub_batches(domains: list[str], options: BatchOptions, settings: Settings) -> Iterator[DomainOutcome]:
+def _sub_batches(
+    domains: list[str], options: BatchOptions, settings: Settings, *, batch_id: UUID
+) -> Iterator[tuple[DomainOutcome, bool]]:
     """A large batch: sub-batch task runs, each scraping its domains with per-domain
     retries and returning every domain's outcome. The task runner spreads them over
     ``settings.workers`` processes (or Dask workers); only ``2 x workers`` are in flight,
@@ -235,7 +240,9 @@ def _sub_batches(domains: list[str], options: BatchOptions, settings: Settings) 
         while waiting or in_flight:
             while waiting and len(in_flight) < 2 * workers:
                 chunk = waiting.pop()
-                future = runner.submit(scrape_domains, {"domains": chunk, "options": per_task, "extra": len(chunk) - 1})
+                future = runner.submit(
+                    scrape_domains, {"domains": chunk, "options": per_task, "batch_id": batch_id, "extra": len(chunk) - 1}
+                )
                 in_flight[future.task_run_id] = (future, chunk)
             done = next(as_completed([future for future, _ in in_flight.values()]))
             _, chunk = in_flight.pop(done.task_run_id)
@@ -243,11 +250,25 @@ def _sub_batches(domains: list[str], options: BatchOptions, settings: Settings) 
                 result = done.result(raise_on_failure=False)
             except Exception as error:  # a crashed or cancelled task run
                 result = error
-            if isinstance(result, list) and len(result) == len(chunk):
-                yield from result
+            if isinstance(result, SubBatchResult) and len(result.outcomes) == len(chunk):
+                for position, outcome in enumerate(result.outcomes):
+                    yield outcome, position < result.stored
             else:  # the sub-batch itself failed (a defect, a dead worker): every domain says so
                 error = result if isinstance(result, BaseException) else RuntimeError(f"sub-batch returned {result!r:.200}")
-                yield from (outcome_from_error(domain, error) for domain in chunk)
+                for domain in chunk:
+                    yield outcome_from_error(domain, error), False
+
+
+def exit_with_parent(parent: int) -> None:
+    """In each process-pool worker: exit when the flow's process is gone (a SIGKILL
+    leaves the pool's workers orphaned, idle or still fetching, for good)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def task_runner_for(settings: Settings) -> TaskRunner:
@@ -259,7 +280,7 @@ def task_runner_for(settings: Settings) -> TaskRunner:
     if kind == "threads":
         return ThreadPoolTaskRunner(max_workers=settings.workers)
     if kind == "processes":
-        return ProcessPoolTaskRunner(max_workers=settings.workers)
+        return ProcessPoolTaskRunner(max_workers=settings.workers, initializer=exit_with_parent, initargs=(os.getpid(),))
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError:

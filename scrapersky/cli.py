@@ -231,8 +231,8 @@ def doctor(
     deployment: Annotated[str, typer.Option("--deployment", help="flow/deployment to check.")] = "batch-scrape/batch-scrape",
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds the canary may take.")] = 180.0,
 ) -> None:
-    """Check the database, the schema, the Prefect API, the work pool, a worker and the
-    deployment (and run a canary batch); exit 1 when a check fails."""
+    """Check the database, schema, Prefect API, work pool, worker and deployment (and
+    run a canary batch); exit 1 when a check fails."""
     from .doctor import run_checks
 
     async def run() -> bool:
@@ -323,6 +323,15 @@ def recover(
         out.print(f"  resumed {batch_id}", highlight=False)
     for batch_id in summary["failed"]:
         out.print(f"  failed  {batch_id}", highlight=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def bench(ctx: typer.Context) -> None:
+    """Benchmark the flow beside raw asyncio + httpx and Scrapy on a local web farm
+    (scrapersky bench --n 1000 --n 10000 --latency 0.1 --concurrency 50; --help for all)."""
+    from .bench import main as bench_main
+
+    raise typer.Exit(bench_main(list(ctx.args)))
 
 
 @db_app.command("check")

@@ -7,6 +7,7 @@ backoff, only when the database could not be reached.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 from uuid import UUID
 
@@ -23,9 +24,10 @@ from db.schema import check_schema
 from scrapersky.batch import BatchStatus, DomainOutcome
 from scrapersky.settings import Settings
 
-__all__ = ["open_batch", "save_progress", "persist_batch", "DATABASE_RETRIES"]
+__all__ = ["open_batch", "save_progress", "persist_batch", "store_outcomes", "DATABASE_RETRIES"]
 
 DATABASE_RETRIES = 4
+logger = logging.getLogger("scrapersky.persist")
 
 
 def _database_unreachable(task: Task, run: TaskRun, state: State) -> bool:
@@ -106,3 +108,22 @@ def persist_batch(*, batch_id: UUID, tenant_id: UUID, outcomes: list[DomainOutco
             )
 
     return asyncio.run(run())
+
+
+def store_outcomes(batch_id: UUID, outcomes: list[DomainOutcome]) -> int:
+    """Save a sub-batch's finished outcomes; how many were saved (0 when the database
+    could not take them: the flow saves them then, with its own retries)."""
+    if not outcomes:
+        return 0
+
+    async def run() -> None:
+        async with unit_of_work() as session:
+            await batches.store_outcomes(session, batch_id=batch_id, outcomes=outcomes)
+
+    try:
+        asyncio.run(run())
+    except Exception as error:
+        logger.warning("sub-batch outcomes not saved yet (%s: %s); the flow will save them",
+                       type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
+        return 0
+    return len(outcomes)

@@ -6,11 +6,13 @@ Both make the same attempts (``scrape_page``) under the same retry policy."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
@@ -27,11 +29,13 @@ from scrapersky.settings import Reach, Settings
 
 from .extract import extract_metadata
 from .fetch import client_for, fetch_homepage, fetch_url
+from .persist import store_outcomes
 
 __all__ = [
     "scrape_domain",
     "scrape_domain_for",
     "scrape_domains",
+    "SubBatchResult",
     "scrape_page",
     "scrape_with_retries",
     "outcome_from_error",
@@ -144,15 +148,42 @@ def scrape_with_retries(domain: str, options: BatchOptions) -> DomainOutcome:
     raise AssertionError("unreachable")
 
 
+@dataclass
+class SubBatchResult:
+    """Every domain's outcome, in the order they finished; the first ``stored`` of them
+    are in domain_results already (the sub-batch saves as it goes)."""
+
+    outcomes: list[DomainOutcome]
+    stored: int
+
+
+#: Seconds between two saves of a sub-batch's finished outcomes.
+SAVE_INTERVAL = 3.0
+
+
 @task(name="scrape-domains", task_run_name="scrape {domains[0]} and {extra} more", cache_policy=NO_CACHE)
-def scrape_domains(domains: list[str], options: BatchOptions, extra: int) -> list[DomainOutcome]:
+def scrape_domains(domains: list[str], options: BatchOptions, batch_id: UUID, extra: int) -> SubBatchResult:
     """A sub-batch of a large batch: every domain's outcome, each retried on its own.
 
     ``options.concurrency`` threads fetch at once in this task (one process of a
-    process pool, a Dask worker, or a thread of the flow's).
+    process pool, a Dask worker, or a thread of the flow's). Finished outcomes are saved
+    every few seconds, so a batch resumed after a kill fetches again only what was in
+    flight.
     """
+    def scrape(domain: str) -> DomainOutcome:
+        return scrape_with_retries(domain, options)
+
+    outcomes: list[DomainOutcome] = []
+    stored = 0
+    last_save = time.monotonic()
     with ThreadPoolExecutor(max_workers=max(1, min(options.concurrency, len(domains)))) as pool:
-        return list(pool.map(lambda domain: scrape_with_retries(domain, options), domains))
+        for future in concurrent.futures.as_completed([pool.submit(scrape, domain) for domain in domains]):
+            outcomes.append(future.result())
+            if time.monotonic() - last_save >= SAVE_INTERVAL:
+                stored += store_outcomes(batch_id, outcomes[stored:])
+                last_save = time.monotonic()
+    stored += store_outcomes(batch_id, outcomes[stored:])
+    return SubBatchResult(outcomes=outcomes, stored=stored)
 
 
 def scrape_domain_for(options: BatchOptions) -> Task:

@@ -137,14 +137,24 @@ def kill_halfway(prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.Mon
     return batch_id, recorded
 
 
+@pytest.mark.parametrize("fan_out", ["task per domain", "sub-batches"])
 def test_sigkill_halfway_then_the_recovery_flow_fetches_nothing_recorded_again(
-    prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.MonkeyPatch
+    fan_out: str, prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.recover_stale_batches import recover_stale_batches
 
+    if fan_out == "sub-batches":  # two worker processes, sub-batches of 25
+        monkeypatch.setenv("SCRAPERSKY_TASK_PER_DOMAIN_MAX", "50")
+        monkeypatch.setenv("SCRAPERSKY_TASK_RUNNER", "processes")
+        monkeypatch.setenv("SCRAPERSKY_WORKERS", "2")
+    else:
+        monkeypatch.setenv("SCRAPERSKY_TASK_PER_DOMAIN_MAX", "1000")
     domains = [f"delay-{i}.test" for i in range(300)]
     batch_id, recorded = kill_halfway(prefect_api, farm, tmp_path, monkeypatch, domains=domains, fetched=150)
+    time.sleep(1.0)  # what was in flight at the kill ends; nothing starts after it
     fetched_before = farm.hits.copy()
+    time.sleep(1.5)
+    assert farm.hits == fetched_before  # no orphaned worker goes on fetching
 
     # One pass of the recovery flow, once the killed batch is stale.
     time.sleep(2.5)
@@ -155,9 +165,13 @@ def test_sigkill_halfway_then_the_recovery_flow_fetches_nothing_recorded_again(
     assert (report.status, report.completed_domains, report.total_domains) == ("completed", 300, 300)
     assert all(farm.hits[d] == 1 for d in recorded)  # nothing recorded was fetched again
     refetched = [d for d in domains if farm.hits[d] > 1]
-    # only what was in flight at the kill: at most the concurrency limit (4)
     assert all(fetched_before[d] == 1 for d in refetched)
-    assert len(refetched) <= 4, refetched
+    if fan_out == "task per domain":
+        # only what was in flight at the kill: at most the concurrency limit (4)
+        assert len(refetched) <= 4, refetched
+    else:
+        # what was in flight, and what finished after its sub-batch's last save (3 s)
+        assert len(refetched) <= 4 + 3 * 4 / 0.2, refetched
 
 
 def insert_batch(batch_id: uuid.UUID, *, flow_run_id: str, metadata: dict | None = None, age: float = 0.0) -> None:

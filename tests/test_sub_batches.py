@@ -123,3 +123,26 @@ def test_a_broken_sub_batch_fails_its_domains_loudly(
     bad = report.domain_statuses["ok-bad1.test"]
     assert (bad["error_type"], bad["attempts"]) == ("internal_error", 1)
     assert "ZeroDivisionError" in bad["error"]
+
+
+def test_sub_batches_run_on_a_dask_cluster(database: str, farm: Farm, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distributed import Client, LocalCluster
+
+    monkeypatch.setenv("SCRAPERSKY_TASK_PER_DOMAIN_MAX", "10")
+    monkeypatch.setenv("SCRAPERSKY_TASK_RUNNER", "dask")
+    monkeypatch.setenv("SCRAPERSKY_WORKERS", "2")
+    # Worker processes inherit this environment: the farm's connect-to rules included.
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        monkeypatch.setenv("SCRAPERSKY_DASK_ADDRESS", cluster.scheduler_address)
+        domains = [f"ok-dask{i}.test" for i in range(60)] + ["err500-dask.test"]
+        state = batch_scrape(
+            BatchRequest(domains=domains, tenant_id=TENANT, options=BatchOptions(retries=1, retry_backoff=0.01)),
+            return_state=True,
+        )
+        ran_here = client.run(lambda: "tasks.scrape" in __import__("sys").modules)
+
+    report = status_of(uuid.UUID(str(state.state_details.flow_run_id)))
+    assert (report.status, report.completed_domains, report.failed_domains) == ("partial", 60, 1)
+    assert report.domain_statuses["err500-dask.test"]["attempts"] == 2
+    assert any(ran_here.values()), ran_here  # the sub-batches ran in the cluster's workers
