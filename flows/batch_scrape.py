@@ -215,8 +215,8 @@ def _task_per_domain(domains: list[str], options: BatchOptions, *, batch_id: UUI
 
 
 #: Sub-batches per worker a large batch is cut into (bounded below and above in size).
-SUB_BATCHES_PER_WORKER = 16
-SUB_BATCH_MIN, SUB_BATCH_MAX = 25, 500
+SUB_BATCHES_PER_WORKER = 4
+SUB_BATCH_MIN, SUB_BATCH_MAX = 50, 500
 
 
 def sub_batch_size(total: int, workers: int) -> int:
@@ -236,7 +236,7 @@ def _sub_batches(
     waiting = [domains[start:start + size] for start in range(0, len(domains), size)]
     waiting.reverse()
     in_flight: dict[UUID, tuple[PrefectFuture, list[str]]] = {}
-    with task_runner_for(settings) as runner:
+    with task_runner_for(settings, len(domains)) as runner:
         while waiting or in_flight:
             while waiting and len(in_flight) < 2 * workers:
                 chunk = waiting.pop()
@@ -271,12 +271,19 @@ def exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def task_runner_for(settings: Settings) -> TaskRunner:
-    """The runner of sub-batch tasks: SCRAPERSKY_TASK_RUNNER (auto: processes on a
-    machine with several cores), SCRAPERSKY_WORKERS, SCRAPERSKY_DASK_ADDRESS."""
+#: From this many domains, "auto" runs sub-batches in worker processes: starting them
+#: (a Python with Prefect imported, each) costs about 4 s on 2 cores, which only a
+#: batch this large wins back.
+PROCESSES_FROM = 2_000
+
+
+def task_runner_for(settings: Settings, total: int) -> TaskRunner:
+    """The runner of sub-batch tasks: SCRAPERSKY_TASK_RUNNER (auto: threads, or
+    processes for a batch of PROCESSES_FROM domains or more on a machine with several
+    cores), SCRAPERSKY_WORKERS, SCRAPERSKY_DASK_ADDRESS."""
     kind = settings.task_runner
     if kind == "auto":
-        kind = "processes" if settings.workers > 1 else "threads"
+        kind = "processes" if settings.workers > 1 and total >= PROCESSES_FROM else "threads"
     if kind == "threads":
         return ThreadPoolTaskRunner(max_workers=settings.workers)
     if kind == "processes":
