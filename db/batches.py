@@ -28,6 +28,7 @@ __all__ = [
     "open_batch",
     "save_progress",
     "store_outcomes",
+    "stored_outcomes",
     "record_outcomes",
     "end_batch",
     "StaleBatch",
@@ -244,6 +245,17 @@ async def save_progress(
     row.completed_domains, row.failed_domains = completed, failed
     row.progress = round(100.0 * (completed + failed) / row.total_domains, 2) if row.total_domains else 100.0
     row.updated_at = utcnow()
+
+
+async def stored_outcomes(session: AsyncSession, *, batch_id: UUID, domains: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The saved outcome entries (``DomainOutcome.status_entry``) of these domains."""
+    found = await session.execute(
+        select(DomainResult.domain, DomainResult.outcome).where(
+            DomainResult.batch_id == batch_id, DomainResult.domain.in_(list(domains)),
+            DomainResult.outcome.is_not(None),
+        )
+    )
+    return dict(found.tuples().all())
 
 
 async def store_outcomes(session: AsyncSession, *, batch_id: UUID, outcomes: Iterable[DomainOutcome]) -> None:

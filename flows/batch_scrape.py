@@ -2,16 +2,13 @@
 the batch's progress and every domain's outcome stored in ``batch_jobs``."""
 
 
-import math
-import os
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from prefect import flow, unmapped
+from prefect import flow
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -19,10 +16,9 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.client.schemas.objects import Flow, FlowRun
-from prefect.futures import PrefectFuture, as_completed
 from prefect import runtime
 from prefect.states import Failed, State
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from db import batches
@@ -30,10 +26,11 @@ from db.engine import unit_of_work
 from scrapersky import progress
 from scrapersky.batch import BatchOptions, BatchRequest, BatchStatus, DomainOutcome
 from scrapersky.domains import DomainPlan, plan_domains
-from scrapersky.errors import ConfigError
 from scrapersky.settings import Settings
 from tasks.persist import open_batch, persist_batch, save_progress
-from tasks.scrape import SubBatchResult, outcome_from_error, scrape_domain_for, scrape_domains
+from tasks.scrape import outcome_from_error
+
+from .fan_out import fan_out
 
 __all__ = ["batch_scrape"]
 
@@ -169,18 +166,16 @@ def _scrape_all(
     save: Callable[[list[DomainOutcome]], bool],
     tally: _Tally,
 ) -> list[DomainOutcome]:
-    """Scrape every domain; outcomes are saved every PROGRESS_INTERVAL seconds, so a
-    run that dies loses at most the last few seconds. Returns the ones not saved yet.
+    """Scrape every domain (see flows/fan_out.py); outcomes are saved every
+    PROGRESS_INTERVAL seconds, so a run that dies loses at most the last few seconds.
+    Returns the ones not saved yet.
 
     Outcomes are collected as plain data, failures included: a downstream task never
     receives the futures of failed runs (Prefect would skip it silently).
     """
     if not domains:
         return []
-    if len(domains) <= settings.task_per_domain_max:
-        outcomes = ((outcome, False) for outcome in _task_per_domain(domains, options, batch_id=batch_id))
-    else:
-        outcomes = _sub_batches(domains, options, settings, batch_id=batch_id)
+    outcomes = fan_out(domains, options, settings, batch_id=batch_id)
     unsaved: list[DomainOutcome] = []
     last_save = time.monotonic()
     for outcome, stored in outcomes:
@@ -193,105 +188,3 @@ def _scrape_all(
                 unsaved = []
             last_save = time.monotonic()
     return unsaved
-
-
-def _task_per_domain(domains: list[str], options: BatchOptions, *, batch_id: UUID) -> Iterator[DomainOutcome]:
-    """An ordinary batch: one task run per domain (each visible in the UI, retried by
-    Prefect), at most ``options.concurrency`` at a time."""
-    scrape_domain = scrape_domain_for(options)
-    with ThreadPoolTaskRunner(max_workers=options.concurrency) as runner:
-        futures = runner.map(
-            scrape_domain, {"domain": domains, "options": unmapped(options), "batch_id": unmapped(batch_id)}
-        )
-        domain_of = {future.task_run_id: domain for future, domain in zip(futures, domains)}
-        for future in as_completed(futures):
-            try:
-                result = future.result(raise_on_failure=False)
-            except Exception as error:  # a crashed or cancelled task run
-                result = error
-            if not isinstance(result, DomainOutcome):
-                result = outcome_from_error(domain_of[future.task_run_id], result)
-            yield result
-
-
-#: Sub-batches per worker a large batch is cut into (bounded below and above in size).
-SUB_BATCHES_PER_WORKER = 4
-SUB_BATCH_MIN, SUB_BATCH_MAX = 50, 500
-
-
-def sub_batch_size(total: int, workers: int) -> int:
-    return max(SUB_BATCH_MIN, min(SUB_BATCH_MAX, math.ceil(total / (workers * SUB_BATCHES_PER_WORKER))))
-
-
-def _sub_batches(
-    domains: list[str], options: BatchOptions, settings: Settings, *, batch_id: UUID
-) -> Iterator[tuple[DomainOutcome, bool]]:
-    """A large batch: sub-batch task runs, each scraping its domains with per-domain
-    retries and returning every domain's outcome. The task runner spreads them over
-    ``settings.workers`` processes (or Dask workers); only ``2 x workers`` are in flight,
-    so the Prefect server sees a few dozen task runs, not one per domain."""
-    workers = settings.workers
-    size = sub_batch_size(len(domains), workers)
-    per_task = options.model_copy(update={"concurrency": max(1, math.ceil(options.concurrency / workers))})
-    waiting = [domains[start:start + size] for start in range(0, len(domains), size)]
-    waiting.reverse()
-    in_flight: dict[UUID, tuple[PrefectFuture, list[str]]] = {}
-    with task_runner_for(settings, len(domains)) as runner:
-        while waiting or in_flight:
-            while waiting and len(in_flight) < 2 * workers:
-                chunk = waiting.pop()
-                future = runner.submit(
-                    scrape_domains, {"domains": chunk, "options": per_task, "batch_id": batch_id, "extra": len(chunk) - 1}
-                )
-                in_flight[future.task_run_id] = (future, chunk)
-            done = next(as_completed([future for future, _ in in_flight.values()]))
-            _, chunk = in_flight.pop(done.task_run_id)
-            try:
-                result = done.result(raise_on_failure=False)
-            except Exception as error:  # a crashed or cancelled task run
-                result = error
-            if isinstance(result, SubBatchResult) and len(result.outcomes) == len(chunk):
-                for position, outcome in enumerate(result.outcomes):
-                    yield outcome, position < result.stored
-            else:  # the sub-batch itself failed (a defect, a dead worker): every domain says so
-                error = result if isinstance(result, BaseException) else RuntimeError(f"sub-batch returned {result!r:.200}")
-                for domain in chunk:
-                    yield outcome_from_error(domain, error), False
-
-
-def exit_with_parent(parent: int) -> None:
-    """In each process-pool worker: exit when the flow's process is gone (a SIGKILL
-    leaves the pool's workers orphaned, idle or still fetching, for good)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.2)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-#: From this many domains, "auto" runs sub-batches in worker processes: starting them
-#: (a Python with Prefect imported, each) costs about 4 s on 2 cores, which only a
-#: batch this large wins back.
-PROCESSES_FROM = 2_000
-
-
-def task_runner_for(settings: Settings, total: int) -> TaskRunner:
-    """The runner of sub-batch tasks: SCRAPERSKY_TASK_RUNNER (auto: threads, or
-    processes for a batch of PROCESSES_FROM domains or more on a machine with several
-    cores), SCRAPERSKY_WORKERS, SCRAPERSKY_DASK_ADDRESS."""
-    kind = settings.task_runner
-    if kind == "auto":
-        kind = "processes" if settings.workers > 1 and total >= PROCESSES_FROM else "threads"
-    if kind == "threads":
-        return ThreadPoolTaskRunner(max_workers=settings.workers)
-    if kind == "processes":
-        return ProcessPoolTaskRunner(max_workers=settings.workers, initializer=exit_with_parent, initargs=(os.getpid(),))
-    try:
-        from prefect_dask import DaskTaskRunner
-    except ImportError:
-        raise ConfigError("SCRAPERSKY_TASK_RUNNER=dask needs prefect-dask: pip install 'scrapersky-batch[dask]'") from None
-    if settings.dask_address:
-        return DaskTaskRunner(address=settings.dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": settings.workers, "threads_per_worker": 1, "processes": True})

@@ -24,7 +24,14 @@ from db.schema import check_schema
 from scrapersky.batch import BatchStatus, DomainOutcome
 from scrapersky.settings import Settings
 
-__all__ = ["open_batch", "save_progress", "persist_batch", "store_outcomes", "DATABASE_RETRIES"]
+__all__ = [
+    "open_batch",
+    "save_progress",
+    "persist_batch",
+    "store_outcomes",
+    "stored_outcomes",
+    "DATABASE_RETRIES",
+]
 
 DATABASE_RETRIES = 4
 logger = logging.getLogger("scrapersky.persist")
@@ -127,3 +134,19 @@ def store_outcomes(batch_id: UUID, outcomes: list[DomainOutcome]) -> int:
                        type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
         return 0
     return len(outcomes)
+
+
+def stored_outcomes(batch_id: UUID, domains: list[str]) -> dict[str, DomainOutcome]:
+    """The saved outcomes of these domains of the batch (none when the database cannot
+    be read: the domains are then recorded as failed by the caller, never lost)."""
+
+    async def run() -> dict[str, DomainOutcome]:
+        async with unit_of_work() as session:
+            saved = await batches.stored_outcomes(session, batch_id=batch_id, domains=domains)
+        return {domain: DomainOutcome(domain=domain, **entry) for domain, entry in saved.items()}
+
+    try:
+        return asyncio.run(run())
+    except Exception as error:
+        logger.warning("saved outcomes could not be read (%s)", type(error).__name__)
+        return {}
