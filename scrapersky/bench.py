@@ -503,9 +503,21 @@ class _Exit:
     stderr: Path
 
 
+def _high_water_kib(pid: int) -> int:
+    """VmHWM (peak resident set, KiB) of a running process; 0 when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def _run_measured(cmd: list[str], env: dict[str, str], timeout: float, logs: Path, name: str) -> _Exit:
     """Run cmd to completion (or timeout), measuring wall time and, through wait4, the
-    CPU and peak RSS of the process (its waited-for children included)."""
+    CPU of the process (its waited-for children included) and its peak RSS."""
     stdout, stderr = logs / f"{name}.out", logs / f"{name}.err"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         started = time.perf_counter()
@@ -514,8 +526,10 @@ def _run_measured(cmd: list[str], env: dict[str, str], timeout: float, logs: Pat
         )
         deadline = started + timeout
         timed_out = False
+        peak_kib = 0
         try:
             while True:
+                peak_kib = max(peak_kib, _high_water_kib(proc.pid))
                 pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     break
@@ -543,7 +557,9 @@ def _run_measured(cmd: list[str], env: dict[str, str], timeout: float, logs: Pat
     return _Exit(
         wall_seconds=wall,
         cpu_seconds=usage.ru_utime + usage.ru_stime,
-        max_rss_mb=usage.ru_maxrss / 1024,  # KiB on Linux
+        # The kernel's high-water mark of the process's own memory, sampled while it runs:
+        # wait4's ru_maxrss would also count this (large) process's image it was forked from.
+        max_rss_mb=(peak_kib or usage.ru_maxrss) / 1024,
         exit_code=None if timed_out else proc.returncode,
         timed_out=timed_out,
         stdout=stdout,
