@@ -11,23 +11,25 @@ overload a local server, 20 sub-batches do not (README, "Scale").
 """
 
 import math
+import multiprocessing
 import os
-import threading
-import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from uuid import UUID
 
 from prefect import unmapped
 from prefect.futures import PrefectFuture, as_completed
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from scrapersky.batch import BatchOptions, DomainOutcome
 from scrapersky.errors import ConfigError
 from scrapersky.settings import Settings
 from tasks.persist import stored_outcomes
-from tasks.scrape import SubBatchResult, outcome_from_error, scrape_domain_for, scrape_domains
+from tasks.attempt import exit_with_parent
+from tasks.scrape import SubBatchResult, outcome_from_error, scrape_domain_for, scrape_domains, worker_pool
 
-__all__ = ["fan_out", "sub_batch_size", "task_runner_for", "PROCESSES_FROM"]
+__all__ = ["fan_out", "sub_batch_size", "PROCESSES_FROM"]
 
 
 def fan_out(
@@ -80,13 +82,13 @@ def _sub_batches(
     waiting = [domains[start:start + size] for start in range(0, len(domains), size)]
     waiting.reverse()
     in_flight: dict[UUID, tuple[PrefectFuture, list[str]]] = {}
-    with task_runner_for(settings, len(domains)) as runner:
+    with _execution(settings, len(domains)) as (runner, pool):
         while waiting or in_flight:
             while waiting and len(in_flight) < 2 * workers:
                 chunk = waiting.pop()
-                future = runner.submit(
-                    scrape_domains, {"domains": chunk, "options": per_task, "batch_id": batch_id, "extra": len(chunk) - 1}
-                )
+                future = runner.submit(scrape_domains, {
+                    "domains": chunk, "options": per_task, "batch_id": batch_id, "extra": len(chunk) - 1, "pool": pool,
+                })
                 in_flight[future.task_run_id] = (future, chunk)
             done = next(as_completed([future for future, _ in in_flight.values()]))
             _, chunk = in_flight.pop(done.task_run_id)
@@ -108,35 +110,38 @@ def _sub_batches(
                         yield outcome_from_error(domain, error), False
 
 
-def exit_with_parent(parent: int) -> None:
-    """In each process-pool worker: exit when the flow's process is gone (a SIGKILL
-    leaves the pool's workers orphaned, idle or still fetching, for good)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.2)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+#: From this many domains, "auto" scrapes sub-batches in worker processes: starting
+#: them (a Python each, without Prefect) costs about a second on 2 cores.
+PROCESSES_FROM = 500
 
 
-#: From this many domains, "auto" runs sub-batches in worker processes: starting them
-#: (a Python with Prefect imported, each) costs about 4 s on 2 cores, which only a
-#: batch this large wins back.
-PROCESSES_FROM = 2_000
-
-
-def task_runner_for(settings: Settings, total: int) -> TaskRunner:
-    """The runner of sub-batch tasks: SCRAPERSKY_TASK_RUNNER (auto: threads, or
-    processes for a batch of PROCESSES_FROM domains or more on a machine with several
-    cores), SCRAPERSKY_WORKERS, SCRAPERSKY_DASK_ADDRESS."""
+@contextmanager
+def _execution(settings: Settings, total: int) -> Iterator[tuple[TaskRunner, str | None]]:
+    """Where sub-batches run: SCRAPERSKY_TASK_RUNNER (auto: worker processes for a
+    batch of PROCESSES_FROM domains or more on a machine with several cores, else
+    threads), SCRAPERSKY_WORKERS, SCRAPERSKY_DASK_ADDRESS. With worker processes the
+    sub-batch task runs are threads of the flow's process, and hand their domains, in
+    pieces, to a pool of ``workers`` processes (each its own interpreter: every core)."""
     kind = settings.task_runner
     if kind == "auto":
         kind = "processes" if settings.workers > 1 and total >= PROCESSES_FROM else "threads"
-    if kind == "threads":
-        return ThreadPoolTaskRunner(max_workers=settings.workers)
-    if kind == "processes":
-        return ProcessPoolTaskRunner(max_workers=settings.workers, initializer=exit_with_parent, initargs=(os.getpid(),))
+    if kind == "dask":
+        with _dask_runner(settings) as runner:
+            yield runner, None
+        return
+    with ThreadPoolTaskRunner(max_workers=settings.workers) as runner:
+        if kind == "threads":
+            yield runner, None
+            return
+        processes = ProcessPoolExecutor(
+            max_workers=settings.workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=exit_with_parent, initargs=(os.getpid(),),
+        )
+        with processes, worker_pool(processes) as pool:
+            yield runner, pool
+
+
+def _dask_runner(settings: Settings) -> TaskRunner:
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError:

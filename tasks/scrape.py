@@ -7,14 +7,14 @@ Both make the same attempts (``scrape_page``) under the same retry policy."""
 from __future__ import annotations
 
 import concurrent.futures
-import functools
-import os
-import random
+import contextlib
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
@@ -23,12 +23,10 @@ from prefect.runtime import task_run
 from prefect.states import State
 from prefect.tasks import exponential_backoff
 
-from scrapersky.batch import BatchOptions, DomainOutcome, DomainStatus, utcnow
-from scrapersky.errors import DomainError, TooManyRedirects
-from scrapersky.settings import Reach, Settings
+from scrapersky.batch import BatchOptions, DomainOutcome
+from scrapersky.errors import DomainError
 
-from .extract import extract_metadata
-from .fetch import client_for, fetch_homepage, fetch_url
+from .attempt import outcome_from_error, scrape_many, scrape_page, scrape_with_retries
 from .persist import store_outcomes
 
 __all__ = [
@@ -36,6 +34,7 @@ __all__ = [
     "scrape_domain_for",
     "scrape_domains",
     "SubBatchResult",
+    "worker_pool",
     "scrape_page",
     "scrape_with_retries",
     "outcome_from_error",
@@ -81,73 +80,6 @@ def scrape_domain(domain: str, options: BatchOptions, batch_id: UUID) -> DomainO
         raise
 
 
-def scrape_page(domain: str, options: BatchOptions, *, attempt: int = 1) -> DomainOutcome:
-    """One attempt at a domain: fetch its homepage (meta refreshes followed), extract."""
-    started_at = utcnow()
-    clock = time.perf_counter()
-    try:
-        client = client_for(options, _reach())
-        page = fetch_homepage(client, domain, options=options)
-        metadata = extract_metadata(page.body, page.headers, page.url)
-        # A <meta http-equiv=refresh> is a redirect too: followed, within the same limit.
-        hops = 0
-        while metadata.refresh_url and metadata.refresh_url != page.url:
-            hops += 1
-            if hops > options.max_redirects:
-                raise TooManyRedirects(
-                    f"meta refresh chain longer than {options.max_redirects}", final_url=page.url
-                )
-            page = fetch_url(client, metadata.refresh_url, options=options)
-            metadata = extract_metadata(page.body, page.headers, page.url)
-    except DomainError as error:
-        error.attempts = attempt
-        error.started_at = started_at
-        error.elapsed_ms = round((time.perf_counter() - clock) * 1000)
-        raise
-    return DomainOutcome(
-        domain=domain,
-        status=DomainStatus.COMPLETED,
-        attempts=attempt,
-        http_status=page.status_code,
-        final_url=page.url,
-        elapsed_ms=round((time.perf_counter() - clock) * 1000),
-        truncated=page.truncated,
-        started_at=started_at,
-        finished_at=utcnow(),
-        metadata=metadata.model_dump(mode="json"),
-    )
-
-
-def _reach() -> Reach:
-    """The operator's reach (SCRAPERSKY_CONNECT_TO, SCRAPERSKY_ALLOW_NETWORKS)."""
-    return _reach_from(os.environ.get("SCRAPERSKY_CONNECT_TO"), os.environ.get("SCRAPERSKY_ALLOW_NETWORKS"))
-
-
-@functools.lru_cache(maxsize=8)
-def _reach_from(connect_to: str | None, allow_networks: str | None) -> Reach:
-    return Settings().reach()
-
-
-def scrape_with_retries(domain: str, options: BatchOptions) -> DomainOutcome:
-    """A domain's outcome after at most ``1 + options.retries`` attempts, with the
-    per-domain task's policy (transient errors only, exponential backoff with jitter,
-    Retry-After honoured up to a cap), for domains scraped inside a sub-batch task."""
-    for attempt in range(1, options.retries + 2):
-        try:
-            return scrape_page(domain, options, attempt=attempt)
-        except DomainError as error:
-            if not error.retryable or attempt > options.retries:
-                return outcome_from_error(domain, error)
-            delay = options.retry_backoff * 2 ** (attempt - 1)
-            delay *= random.uniform(0.5, 1.5) if delay else 1
-            if error.retry_after:
-                delay = max(delay, min(error.retry_after, options.retry_after_max))
-            time.sleep(delay)
-        except Exception as error:  # a defect: recorded, never retried
-            return outcome_from_error(domain, error)
-    raise AssertionError("unreachable")
-
-
 @dataclass
 class SubBatchResult:
     """Every domain's outcome, in the order they finished; the first ``stored`` of them
@@ -161,24 +93,50 @@ class SubBatchResult:
 SAVE_INTERVAL = 3.0
 
 
+#: Worker-process pools of running batches, by key. A sub-batch task (a thread of the
+#: flow's process) hands its domains to one; the pool is not a task parameter, which
+#: Prefect would record.
+_POOLS: dict[str, concurrent.futures.Executor] = {}
+
+
+@contextmanager
+def worker_pool(pool: concurrent.futures.Executor) -> Iterator[str]:
+    """Make ``pool`` available to sub-batch tasks under the key this yields."""
+    key = uuid4().hex
+    _POOLS[key] = pool
+    try:
+        yield key
+    finally:
+        del _POOLS[key]
+
+
 @task(name="scrape-domains", task_run_name="scrape {domains[0]} and {extra} more", cache_policy=NO_CACHE)
-def scrape_domains(domains: list[str], options: BatchOptions, batch_id: UUID, extra: int) -> SubBatchResult:
+def scrape_domains(
+    domains: list[str], options: BatchOptions, batch_id: UUID, extra: int, pool: str | None = None
+) -> SubBatchResult:
     """A sub-batch of a large batch: every domain's outcome, each retried on its own.
 
-    ``options.concurrency`` threads fetch at once in this task (one process of a
-    process pool, a Dask worker, or a thread of the flow's). Finished outcomes are saved
-    every few seconds, so a batch resumed after a kill fetches again only what was in
-    flight.
+    ``options.concurrency`` fetches at once: threads of this task, or, given a worker
+    pool, threads of one worker process per piece of the sub-batch. Finished outcomes
+    are saved every few seconds, so a batch resumed after a kill fetches again only
+    what was in flight.
     """
-    def scrape(domain: str) -> DomainOutcome:
-        return scrape_with_retries(domain, options)
-
+    executor = _POOLS.get(pool) if pool else None
     outcomes: list[DomainOutcome] = []
     stored = 0
     last_save = time.monotonic()
-    with ThreadPoolExecutor(max_workers=max(1, min(options.concurrency, len(domains)))) as pool:
-        for future in concurrent.futures.as_completed([pool.submit(scrape, domain) for domain in domains]):
-            outcomes.append(future.result())
+    with contextlib.ExitStack() as stack:
+        if executor is None:
+            executor = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, min(options.concurrency, len(domains)))))
+            pieces = [executor.submit(scrape_with_retries, domain, options) for domain in domains]
+        else:
+            size = 4 * options.concurrency  # a worker process's share, a few rounds of its threads
+            pieces = [executor.submit(scrape_many, domains[start:start + size], options)
+                      for start in range(0, len(domains), size)]
+        stack.callback(lambda: [piece.cancel() for piece in pieces])  # after a failure
+        for piece in concurrent.futures.as_completed(pieces):
+            result = piece.result()
+            outcomes.extend(result if isinstance(result, list) else [result])
             if time.monotonic() - last_save >= SAVE_INTERVAL:
                 stored += store_outcomes(batch_id, outcomes[stored:])
                 last_save = time.monotonic()
@@ -195,27 +153,3 @@ def scrape_domain_for(options: BatchOptions) -> Task:
     )
 
 
-def outcome_from_error(domain: str, error: BaseException) -> DomainOutcome:
-    """The failed outcome for a domain whose task ended with ``error``."""
-    if isinstance(error, DomainError):
-        return DomainOutcome(
-            domain=domain,
-            status=DomainStatus.FAILED,
-            attempts=getattr(error, "attempts", 1),
-            http_status=error.http_status,
-            final_url=error.final_url,
-            elapsed_ms=getattr(error, "elapsed_ms", None),
-            error_type=error.error_type,
-            error=str(error),
-            started_at=getattr(error, "started_at", None),
-            finished_at=utcnow(),
-        )
-    # Not a scraping failure but a defect or a crash: recorded, visible, not hidden.
-    return DomainOutcome(
-        domain=domain,
-        status=DomainStatus.FAILED,
-        attempts=1,
-        error_type="internal_error",
-        error=f"{type(error).__name__}: {error}",
-        finished_at=utcnow(),
-    )

@@ -154,12 +154,12 @@ def test_a_batch_where_everything_fails_is_still_persisted_and_the_run_fails(dat
 def test_a_defect_in_a_task_is_recorded_not_hidden(
     database: str, farm: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.scrape
+    import tasks.attempt
 
     def broken(*args, **kwargs):
         raise RuntimeError("extractor bug")
 
-    monkeypatch.setattr(tasks.scrape, "extract_metadata", broken)
+    monkeypatch.setattr(tasks.attempt, "extract_metadata", broken)
     state, batch_id = run(["ok-1.test", "ok-2.test"], options(farm))
 
     report = status_of(batch_id)

@@ -104,7 +104,7 @@ def test_a_large_batch_runs_in_sub_batches_with_per_domain_retries(
 def test_a_broken_sub_batch_fails_its_domains_loudly(
     database: str, farm: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.scrape
+    import tasks.attempt
 
     monkeypatch.setenv("SCRAPERSKY_TASK_PER_DOMAIN_MAX", "5")
     monkeypatch.setenv("SCRAPERSKY_TASK_RUNNER", "threads")
@@ -114,8 +114,8 @@ def test_a_broken_sub_batch_fails_its_domains_loudly(
             raise ZeroDivisionError("a defect in extraction")
         return real(domain, options, attempt=attempt)
 
-    real = tasks.scrape.scrape_page
-    monkeypatch.setattr(tasks.scrape, "scrape_page", defect)
+    real = tasks.attempt.scrape_page
+    monkeypatch.setattr(tasks.attempt, "scrape_page", defect)
     domains = [f"ok-good{i}.test" for i in range(20)] + ["ok-bad1.test", "ok-bad2.test"]
     state = batch_scrape(BatchRequest(domains=domains, tenant_id=TENANT, options=BatchOptions(retries=2)),
                          return_state=True)
