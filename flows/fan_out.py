@@ -25,8 +25,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from scrapersky.batch import BatchOptions, DomainOutcome
 from scrapersky.errors import ConfigError
 from scrapersky.settings import Settings
-from tasks.persist import stored_outcomes
 from tasks.attempt import exit_with_parent
+from tasks.persist import stored_outcomes
 from tasks.scrape import SubBatchResult, outcome_from_error, scrape_domain_for, scrape_domains, worker_pool
 
 __all__ = ["fan_out", "sub_batch_size", "PROCESSES_FROM"]
@@ -73,9 +73,9 @@ def _sub_batches(
     domains: list[str], options: BatchOptions, settings: Settings, *, batch_id: UUID
 ) -> Iterator[tuple[DomainOutcome, bool]]:
     """A large batch: sub-batch task runs, each scraping its domains with per-domain
-    retries and returning every domain's outcome. The task runner spreads them over
-    ``settings.workers`` processes (or Dask workers); only ``2 x workers`` are in flight,
-    so the Prefect server sees a few dozen task runs, not one per domain."""
+    retries and returning every domain's outcome, on threads, on ``settings.workers``
+    worker processes or on Dask workers (``_execution``); only ``2 x workers`` are in
+    flight, so the Prefect server sees a few dozen task runs, not one per domain."""
     workers = settings.workers
     size = sub_batch_size(len(domains), workers)
     per_task = options.model_copy(update={"concurrency": max(1, math.ceil(options.concurrency / workers))})
