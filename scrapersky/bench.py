@@ -1223,7 +1223,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"scrapersky bench @ {revision or '?'}: latency {args.latency} s, concurrency {args.concurrency}, "
         f"repeat {args.repeat}, {os.cpu_count()} CPUs"
-        + (f", keep-alive" if args.keep_alive else ", one connection a domain")
+        + (", keep-alive" if args.keep_alive else ", one connection a domain")
     )
     print_report(rows, ratio, header)
     incomplete = [row for row in rows if not row["complete"]]
