@@ -21,14 +21,14 @@ from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from db import batches
-from db.engine import unit_of_work
-from scrapersky import progress
+from scrapersky.db import batches
+from scrapersky.db.engine import unit_of_work
+from scrapersky.flows import progress
 from scrapersky.batch import BatchOptions, BatchRequest, BatchStatus, DomainOutcome
 from scrapersky.domains import DomainPlan, plan_domains
 from scrapersky.settings import Settings
-from tasks.persist import open_batch, persist_batch, save_progress
-from tasks.scrape import outcome_from_error
+from scrapersky.tasks.persist import open_batch, persist_batch, save_progress
+from scrapersky.tasks.scrape import outcome_from_error
 
 from .fan_out import fan_out
 

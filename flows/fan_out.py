@@ -25,9 +25,9 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from scrapersky.batch import BatchOptions, DomainOutcome
 from scrapersky.errors import ConfigError
 from scrapersky.settings import Settings
-from tasks.attempt import exit_with_parent
-from tasks.persist import stored_outcomes
-from tasks.scrape import SubBatchResult, outcome_from_error, scrape_domain_for, scrape_domains, worker_pool
+from scrapersky.tasks.attempt import exit_with_parent
+from scrapersky.tasks.persist import stored_outcomes
+from scrapersky.tasks.scrape import SubBatchResult, outcome_from_error, scrape_domain_for, scrape_domains, worker_pool
 
 __all__ = ["fan_out", "sub_batch_size", "PROCESSES_FROM"]
 

@@ -24,8 +24,8 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 
-from db import batches
-from db.engine import unit_of_work
+from scrapersky.db import batches
+from scrapersky.db.engine import unit_of_work
 from scrapersky.batch import BatchOptions, BatchRequest, BatchStatus
 from scrapersky.settings import Settings
 

@@ -25,7 +25,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from . import progress  # noqa: E402
+from scrapersky.flows import progress  # noqa: E402
 from .batch import BatchOptions, BatchRequest  # noqa: E402
 from .domains import plan_domains  # noqa: E402
 from .errors import ScraperSkyError  # noqa: E402
@@ -61,7 +61,7 @@ def _database(work):
     """
     from sqlalchemy.exc import DBAPIError
 
-    from db.engine import database_url
+    from scrapersky.db.engine import database_url
 
     try:
         return asyncio.run(work)
@@ -72,8 +72,8 @@ def _database(work):
 
 
 def _read_status(batch_id: UUID, tenant_id: UUID):
-    from db.batches import get_batch_status
-    from db.engine import unit_of_work
+    from scrapersky.db.batches import get_batch_status
+    from scrapersky.db.engine import unit_of_work
 
     async def read():
         async with unit_of_work() as session:
@@ -115,7 +115,7 @@ def _print_status(report, as_json: bool) -> None:
 
 def _run_batch(domains: list[str], *, tenant_id: UUID, batch_id: UUID | None,
                options: BatchOptions, as_json: bool) -> None:
-    from flows.batch_scrape import batch_scrape
+    from scrapersky.flows.batch_scrape import batch_scrape
 
     with Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -312,7 +312,7 @@ def recover(
     max_attempts: Annotated[int, typer.Option("--max-attempts", help="Recoveries of one batch before it is marked failed.")] = 3,
 ) -> None:
     """Run the recovery flow once: batches whose run is gone are resumed here, or failed."""
-    from flows.recover_stale_batches import recover_stale_batches
+    from scrapersky.flows.recover_stale_batches import recover_stale_batches
 
     state = recover_stale_batches(stale_after=stale_after, max_attempts=max_attempts, return_state=True)
     if not state.is_completed():
@@ -325,20 +325,11 @@ def recover(
         out.print(f"  failed  {batch_id}", highlight=False)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
-def bench(ctx: typer.Context) -> None:
-    """Benchmark the flow beside raw asyncio + httpx and Scrapy on a local web farm
-    (scrapersky bench --n 1000 --n 10000 --latency 0.1 --concurrency 50; --help for all)."""
-    from .bench import main as bench_main
-
-    raise typer.Exit(bench_main(list(ctx.args)))
-
-
 @db_app.command("check")
 def db_check() -> None:
     """Compare the live tables with what the code writes; exit 1 on a mismatch."""
-    from db.engine import create_engine, database_url
-    from db.schema import check_schema
+    from scrapersky.db.engine import create_engine, database_url
+    from scrapersky.db.schema import check_schema
 
     async def check():
         engine = create_engine()
@@ -360,7 +351,7 @@ def db_check() -> None:
 @db_app.command("init")
 def db_init() -> None:
     """Create the tables that do not exist yet (idempotent)."""
-    from db.engine import create_engine, database_url, init_schema
+    from scrapersky.db.engine import create_engine, database_url, init_schema
 
     async def init() -> None:
         engine = create_engine()

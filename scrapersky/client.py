@@ -21,10 +21,10 @@ from uuid import UUID, uuid4
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
-from db import batches
-from db.batches import BatchStatusReport
-from db.engine import prepare_embedded_database, unit_of_work
-from db.schema import check_schema
+from scrapersky.db import batches
+from scrapersky.db.batches import BatchStatusReport
+from scrapersky.db.engine import prepare_embedded_database, unit_of_work
+from scrapersky.db.schema import check_schema
 
 from .batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest, BatchStatus
 from .domains import plan_domains

@@ -17,8 +17,8 @@ from uuid import UUID
 
 from sqlalchemy import text
 
-from db.engine import create_engine, database_url
-from db.schema import check_schema
+from scrapersky.db.engine import create_engine, database_url
+from scrapersky.db.schema import check_schema
 
 from .batch import BatchStatus
 from .client import DEFAULT_DEPLOYMENT, get_status, submit_batch

@@ -16,7 +16,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .batch import DEFAULT_TENANT_ID, BatchOptions
-from .connect_to import ConnectTo
+from scrapersky.web.connect_to import ConnectTo
 from .errors import ConfigError
 
 __all__ = ["Settings", "Reach", "DEFAULT_DATABASE_URL", "DEFAULT_MAX_BATCH_SIZE"]

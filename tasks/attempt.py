@@ -18,8 +18,8 @@ from scrapersky.batch import BatchOptions, DomainOutcome, DomainStatus, utcnow
 from scrapersky.errors import DomainError, TooManyRedirects
 from scrapersky.settings import Reach, Settings
 
-from .extract import extract_metadata
-from .fetch import client_for, fetch_homepage, fetch_url
+from scrapersky.metadata.extract import extract_metadata
+from scrapersky.web.fetch import client_for, fetch_homepage, fetch_url
 
 __all__ = ["scrape_page", "scrape_with_retries", "scrape_many", "outcome_from_error", "exit_with_parent"]
 

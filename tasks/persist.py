@@ -18,9 +18,9 @@ from prefect.states import State
 from prefect.tasks import exponential_backoff
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from db import batches
-from db.engine import prepare_embedded_database, unit_of_work
-from db.schema import check_schema
+from scrapersky.db import batches
+from scrapersky.db.engine import prepare_embedded_database, unit_of_work
+from scrapersky.db.schema import check_schema
 from scrapersky.batch import BatchStatus, DomainOutcome
 from scrapersky.settings import Settings
 

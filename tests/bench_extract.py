@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bs4 import BeautifulSoup  # noqa: E402
 
-from tasks.extract import extract_metadata  # noqa: E402
+from scrapersky.metadata.extract import extract_metadata  # noqa: E402
 
 HEADERS = {"content-type": "text/html; charset=utf-8"}
 

@@ -11,9 +11,9 @@ import time
 
 from scrapy.http import HtmlResponse, Request
 
-from scrapersky.bench import page_for
-from scrapersky.bench_spider import HomepageSpider
-from tasks.extract import extract_metadata
+from benchmarks.bench import page_for
+from benchmarks.spider import HomepageSpider
+from scrapersky.metadata.extract import extract_metadata
 
 HEADERS = {"content-type": "text/html; charset=utf-8"}
 

@@ -18,7 +18,7 @@ import asyncpg  # noqa: E402
 import pytest  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
-from db.engine import create_engine, init_schema  # noqa: E402
+from scrapersky.db.engine import create_engine, init_schema  # noqa: E402
 from scrapersky.farm import Farm  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))  # test helpers: pgbouncer, pooler_workload
@@ -47,10 +47,10 @@ def no_dns_queries(monkeypatch: pytest.MonkeyPatch) -> None:
     fetch resolver answers literal addresses and /etc/hosts names only."""
     import ipaddress
 
-    import tasks.network
+    import scrapersky.web.guard
     from scrapersky.errors import DNSFailed
 
-    real = tasks.network.system_resolver
+    real = scrapersky.web.guard.system_resolver
 
     def hosts_only(host: str, port: int) -> list[str]:
         try:
@@ -61,7 +61,7 @@ def no_dns_queries(monkeypatch: pytest.MonkeyPatch) -> None:
                 raise DNSFailed(f"{host}: tests do not query DNS (not in /etc/hosts)") from None
         return real(host, port)
 
-    monkeypatch.setattr(tasks.network, "system_resolver", hosts_only)
+    monkeypatch.setattr(scrapersky.web.guard, "system_resolver", hosts_only)
 
 
 @pytest.fixture

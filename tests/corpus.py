@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `tasks` and `scrapersky` 
     sys.path.insert(0, str(ROOT))
 
 from scrapersky.errors import DomainError  # noqa: E402
-from tasks.extract import extract_metadata  # noqa: E402
+from scrapersky.metadata.extract import extract_metadata  # noqa: E402
 
 __all__ = [
     "FIELDS",

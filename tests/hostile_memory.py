@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scrapersky.batch import BatchOptions  # noqa: E402
 from scrapersky.errors import DomainError  # noqa: E402
 from scrapersky.settings import Reach  # noqa: E402
-from tasks.extract import extract_metadata  # noqa: E402
-from tasks.fetch import build_client, fetch_homepage  # noqa: E402
+from scrapersky.metadata.extract import extract_metadata  # noqa: E402
+from scrapersky.web.fetch import build_client, fetch_homepage  # noqa: E402
 
 
 def peak_kib() -> int:

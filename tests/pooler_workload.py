@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sqlalchemy.exc import DBAPIError  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
-from db import batches  # noqa: E402
-from db.engine import create_engine, database_url, transaction  # noqa: E402
-from db.schema import check_schema  # noqa: E402
+from scrapersky.db import batches  # noqa: E402
+from scrapersky.db.engine import create_engine, database_url, transaction  # noqa: E402
+from scrapersky.db.schema import check_schema  # noqa: E402
 from scrapersky.batch import DomainOutcome, DomainStatus  # noqa: E402
 
 TENANT = uuid.UUID("44444444-4444-4444-4444-444444444444")

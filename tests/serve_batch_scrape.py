@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.batch_scrape import batch_scrape  # noqa: E402
+from scrapersky.flows.batch_scrape import batch_scrape  # noqa: E402
 
 if __name__ == "__main__":
     batch_scrape.serve(name=sys.argv[1], print_starting_message=False)

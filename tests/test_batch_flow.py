@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from db.batches import BatchStatusReport, get_batch_status
-from db.engine import unit_of_work
-from flows.batch_scrape import batch_scrape
+from scrapersky.db.batches import BatchStatusReport, get_batch_status
+from scrapersky.db.engine import unit_of_work
+from scrapersky.flows.batch_scrape import batch_scrape
 from scrapersky.batch import BatchOptions, BatchRequest
 from scrapersky.errors import BatchNotFound
 from scrapersky.farm import Farm
@@ -154,7 +154,7 @@ def test_a_batch_where_everything_fails_is_still_persisted_and_the_run_fails(dat
 def test_a_defect_in_a_task_is_recorded_not_hidden(
     database: str, farm: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.attempt
+    import scrapersky.tasks.attempt
 
     def broken(*args, **kwargs):
         raise RuntimeError("extractor bug")
@@ -199,7 +199,7 @@ def test_another_tenants_batch_is_not_found(database: str, farm: Farm) -> None:
 
 
 def insert_pending(batch_id: uuid.UUID) -> None:
-    from db.models import BatchJob
+    from scrapersky.db.models import BatchJob
 
     async def insert() -> None:
         async with unit_of_work() as session:

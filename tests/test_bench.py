@@ -1,4 +1,4 @@
-"""The benchmark harness (scrapersky.bench) measures something: at a tiny N its raw
+"""The benchmark harness (benchmarks.bench) measures something: at a tiny N its raw
 baseline and its Scrapy peer fetch every farm page once and extract every title, and
 its checks see a missing page or a wrong title."""
 
@@ -10,7 +10,7 @@ import socket
 import httpx
 import pytest
 
-from scrapersky import bench
+from benchmarks import bench
 
 N = 40
 

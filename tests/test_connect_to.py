@@ -1,7 +1,7 @@
 import pytest
 
 from scrapersky.batch import BatchOptions
-from scrapersky.connect_to import ConnectTo, ConnectToRule
+from scrapersky.web.connect_to import ConnectTo, ConnectToRule
 from scrapersky.errors import ConfigError
 
 

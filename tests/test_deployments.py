@@ -27,8 +27,8 @@ import httpx
 import pytest
 import yaml
 
-from db.batches import BatchStatusReport, get_batch_status
-from db.engine import unit_of_work
+from scrapersky.db.batches import BatchStatusReport, get_batch_status
+from scrapersky.db.engine import unit_of_work
 from scrapersky.batch import DEFAULT_TENANT_ID, BatchStatus, utcnow
 from scrapersky.farm import Farm
 
@@ -112,7 +112,7 @@ def _insert_stale_batch(database_url: str, domains: list[str]) -> uuid.UUID:
     """A batch left 'running' ten minutes ago by a flow run Prefect never heard of."""
     from sqlalchemy import insert
 
-    from db.models import BatchJob, DomainResult
+    from scrapersky.db.models import BatchJob, DomainResult
 
     batch_id = uuid.uuid4()
     then = utcnow() - timedelta(minutes=10)

@@ -3,7 +3,7 @@
 import pytest
 
 from scrapersky.errors import EmptyBody, NotHTML
-from tasks.extract import decode_html, extract_metadata
+from scrapersky.metadata.extract import decode_html, extract_metadata
 
 URL = "https://www.example.com/start/page.html"
 HTML = {"content-type": "text/html; charset=utf-8"}

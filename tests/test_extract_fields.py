@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scrapersky.errors import DomainError
-from tasks.extract import extract_metadata
+from scrapersky.metadata.extract import extract_metadata
 
 URL = "https://www.example.de/"
 HTML = {"content-type": "text/html; charset=utf-8"}
@@ -303,7 +303,7 @@ def test_arbitrary_bytes_and_headers_never_raise_anything_else(body: bytes, cont
 @given(st.text(alphabet="ab.-_+%@ x1\n", max_size=400))
 def test_emails_found_around_each_at_sign_are_those_of_a_full_scan(text: str) -> None:
     # emails_in only tries its pattern around each "@" (for speed); a full scan is the reference.
-    from tasks.contacts import _EMAIL, _valid_email, emails_in
+    from scrapersky.metadata.contacts import _EMAIL, _valid_email, emails_in
 
     text = text.replace("x", "example.com ")
     full_scan = [_valid_email(m.group(1), m.group(2)) for m in _EMAIL.finditer(text)]

@@ -14,7 +14,7 @@ from scrapersky.errors import (
 )
 from scrapersky.farm import Farm
 from scrapersky.settings import Reach
-from tasks.fetch import build_client, fetch_homepage
+from scrapersky.web.fetch import build_client, fetch_homepage
 
 
 def fetch(farm: Farm, domain: str, **options):

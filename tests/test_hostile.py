@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-import tasks.network
-from db.batches import get_batch_status
-from db.engine import unit_of_work
+import scrapersky.web.guard
+from scrapersky.db.batches import get_batch_status
+from scrapersky.db.engine import unit_of_work
 from scrapersky.batch import BatchOptions, BatchRequest
 from scrapersky.errors import BlockedAddress, DNSFailed, DomainError
 from scrapersky.farm import Farm
 from scrapersky.settings import Reach
-from tasks.fetch import build_client, fetch_homepage
-from tasks.network import AddressPolicy, GuardedBackend
+from scrapersky.web.fetch import build_client, fetch_homepage
+from scrapersky.web.guard import AddressPolicy, GuardedBackend
 
 NX_SUFFIX = ".scrapersky-nx.example"
 FAST = dict(connect_timeout=2, read_timeout=1, total_timeout=4, retries=1, retry_backoff=0.1, max_redirects=3)
@@ -32,14 +32,14 @@ FAST = dict(connect_timeout=2, read_timeout=1, total_timeout=4, retries=1, retry
 @pytest.fixture
 def stub_dns(monkeypatch: pytest.MonkeyPatch) -> None:
     """Names under NX_SUFFIX do not exist; nothing else is resolved through the stub."""
-    real = tasks.network.system_resolver
+    real = scrapersky.web.guard.system_resolver
 
     def resolve(host: str, port: int) -> list[str]:
         if host.endswith(NX_SUFFIX):
             raise DNSFailed(f"{host} does not resolve: Name or service not known")
         return real(host, port)
 
-    monkeypatch.setattr(tasks.network, "system_resolver", resolve)
+    monkeypatch.setattr(scrapersky.web.guard, "system_resolver", resolve)
 
 
 def fetch(farm: Farm, domain: str, **overrides) -> tuple[str, float, object]:
@@ -216,7 +216,7 @@ def test_robots_txt_is_respected_when_asked(farm: Farm) -> None:
 def test_a_batch_of_hostile_and_good_domains_completes(
     farm: Farm, stub_dns: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from flows.batch_scrape import batch_scrape
+    from scrapersky.flows.batch_scrape import batch_scrape
 
     monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'hostile.db'}")
     expected = {

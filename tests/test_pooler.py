@@ -77,7 +77,7 @@ def test_project_engine_has_zero_errors_and_leaves_no_statements(pooled_url: str
 
 
 def test_application_name_identifies_the_project(postgres_url: str) -> None:
-    from db.engine import create_engine
+    from scrapersky.db.engine import create_engine
 
     async def name() -> str:
         engine = create_engine(postgres_url)
@@ -127,7 +127,7 @@ def test_two_processes_each_run_a_200_domain_batch_through_the_pooler(pooled_env
 def test_several_batches_at_once_in_one_process(
     prefect_api: str, pooled_url: str, farm: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.batch_scrape import batch_scrape
+    from scrapersky.flows.batch_scrape import batch_scrape
     from scrapersky.batch import BatchOptions, BatchRequest
 
     monkeypatch.setenv("DATABASE_URL", pooled_url)

@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 
-from db.batches import get_batch_status
-from db.engine import unit_of_work
+from scrapersky.db.batches import get_batch_status
+from scrapersky.db.engine import unit_of_work
 from scrapersky.batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest
 from scrapersky.farm import Farm
 
@@ -70,7 +70,7 @@ def test_the_database_gone_for_ten_seconds_at_persist_time_loses_nothing(
     # pooled_url: the session database with its schema in place.
     from pgbouncer import PgBouncer
 
-    from flows.batch_scrape import batch_scrape
+    from scrapersky.flows.batch_scrape import batch_scrape
 
     with PgBouncer() as pooler:  # this test's own pooler: the one it takes away
         monkeypatch.setenv("DATABASE_URL", pooler.url(postgres_url.rsplit("/", 1)[1]))
@@ -141,7 +141,7 @@ def kill_halfway(prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.Mon
 def test_sigkill_halfway_then_the_recovery_flow_fetches_nothing_recorded_again(
     fan_out: str, prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.recover_stale_batches import recover_stale_batches
+    from scrapersky.flows.recover_stale_batches import recover_stale_batches
 
     if fan_out == "sub-batches":  # two worker processes, sub-batches of 25
         monkeypatch.setenv("SCRAPERSKY_TASK_PER_DOMAIN_MAX", "50")
@@ -177,7 +177,7 @@ def test_sigkill_halfway_then_the_recovery_flow_fetches_nothing_recorded_again(
 def insert_batch(batch_id: uuid.UUID, *, flow_run_id: str, metadata: dict | None = None, age: float = 0.0) -> None:
     from datetime import timedelta
 
-    from db.models import BatchJob
+    from scrapersky.db.models import BatchJob
     from scrapersky.batch import utcnow
 
     async def insert() -> None:
@@ -196,8 +196,8 @@ def test_recovery_resumes_a_vanished_run_fails_a_hopeless_one_and_leaves_a_live_
 ) -> None:
     from prefect.client.orchestration import get_client
 
-    from flows.batch_scrape import batch_scrape
-    from flows.recover_stale_batches import recover_stale_batches
+    from scrapersky.flows.batch_scrape import batch_scrape
+    from scrapersky.flows.recover_stale_batches import recover_stale_batches
 
     domains = [f"delay-{i}.test" for i in range(120)]
     vanished, recorded = kill_halfway(prefect_api, farm, tmp_path, monkeypatch, domains=domains, fetched=40)
@@ -218,7 +218,7 @@ def test_recovery_resumes_a_vanished_run_fails_a_hopeless_one_and_leaves_a_live_
     async def touch(batch_id: uuid.UUID) -> None:  # ... and the live one keeps moving
         from sqlalchemy import update
 
-        from db.models import BatchJob
+        from scrapersky.db.models import BatchJob
         from scrapersky.batch import utcnow
 
         async with unit_of_work() as session:

@@ -101,7 +101,7 @@ def test_scrapersky_production_table_is_adopted_as_is(env: dict[str, str], farm:
 
 
 def test_no_code_path_writes_a_domain_statuses_column() -> None:
-    from db.models import Base
+    from scrapersky.db.models import Base
 
     columns = {c.name for table in Base.metadata.tables.values() for c in table.columns}
     assert "domain_statuses" not in columns

@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 
-from db.batches import BatchStatusReport, get_batch_status
-from db.engine import unit_of_work
-from flows.batch_scrape import batch_scrape
-from flows.fan_out import SUB_BATCH_MAX, SUB_BATCH_MIN, sub_batch_size
+from scrapersky.db.batches import BatchStatusReport, get_batch_status
+from scrapersky.db.engine import unit_of_work
+from scrapersky.flows.batch_scrape import batch_scrape
+from scrapersky.flows.fan_out import SUB_BATCH_MAX, SUB_BATCH_MIN, sub_batch_size
 from scrapersky.batch import BatchOptions, BatchRequest
 from scrapersky.farm import Farm
 
@@ -104,7 +104,7 @@ def test_a_large_batch_runs_in_sub_batches_with_per_domain_retries(
 def test_a_broken_sub_batch_fails_its_domains_loudly(
     database: str, farm: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.attempt
+    import scrapersky.tasks.attempt
 
     monkeypatch.setenv("SCRAPERSKY_TASK_PER_DOMAIN_MAX", "5")
     monkeypatch.setenv("SCRAPERSKY_TASK_RUNNER", "threads")
@@ -150,7 +150,7 @@ def test_sub_batches_run_on_a_dask_cluster(database: str, farm: Farm, monkeypatc
 
 
 def test_a_sub_batch_that_dies_keeps_what_it_saved(database: str, farm: Farm, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tasks.scrape
+    import scrapersky.tasks.scrape
 
     monkeypatch.setenv("SCRAPERSKY_TASK_PER_DOMAIN_MAX", "5")
     monkeypatch.setenv("SCRAPERSKY_TASK_RUNNER", "threads")

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from .errors import ConfigError
+from scrapersky.errors import ConfigError
 
 __all__ = ["ConnectToRule", "ConnectTo"]
 

@@ -1,15 +1,15 @@
 """Benchmark: the batch flow beside a raw asyncio + httpx baseline and a Scrapy peer,
 on one local virtual-domain web farm, in one invocation.
 
-    .venv/bin/python -m scrapersky.bench --n 1000 --n 10000 --latency 0.1 --concurrency 50
+    .venv/bin/python -m benchmarks.bench --n 1000 --n 10000 --latency 0.1 --concurrency 50
         [--repeat R] [--json PATH] [--contestants raw,scrapy,flow] [--database-url URL]
 
 Contestants, each in a subprocess of its own (its CPU and peak RSS measured through
 ``os.wait4``, the farm's and the Prefect server's CPU not attributed to it):
 
 - ``raw``: asyncio, one ``httpx.AsyncClient`` (limits = concurrency) and the project's
-  own ``tasks.extract.extract_metadata``, one request a domain;
-- ``scrapy``: ``scrapersky.bench_spider``, a plain Scrapy spider extracting the same
+  own ``scrapersky.metadata.extract.extract_metadata``, one request a domain;
+- ``scrapy``: ``benchmarks.spider``, a plain Scrapy spider extracting the same
   fields with Scrapy's selectors (CONCURRENT_REQUESTS = concurrency);
 - ``flow``: ``flows.batch_scrape.batch_scrape(BatchRequest(...))`` against a real local
   Prefect server started here (temporary PREFECT_HOME, SQLite), recording into
@@ -319,7 +319,7 @@ async def _serve_farm(latency: float, keep_alive: bool, max_seconds: float) -> N
 
 
 def _farm_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="scrapersky.bench _farm")
+    parser = argparse.ArgumentParser(prog="benchmarks.bench _farm")
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--keep-alive", action="store_true")
     parser.add_argument("--max-seconds", type=float, default=6 * 3600)
@@ -334,7 +334,7 @@ def _farm_main(argv: list[str]) -> int:
 async def _raw(port: int, n: int, concurrency: int, results: Path) -> dict[str, Any]:
     import httpx
 
-    from tasks.extract import extract_metadata
+    from scrapersky.metadata.extract import extract_metadata
 
     url = f"http://127.0.0.1:{port}/"
     records: list[dict[str, Any]] = []
@@ -373,7 +373,7 @@ def _cpu_self() -> float:
 
 
 def _raw_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="scrapersky.bench _raw")
+    parser = argparse.ArgumentParser(prog="benchmarks.bench _raw")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=50)
@@ -381,7 +381,7 @@ def _raw_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     import httpx  # noqa: F401  (imports before the clock starts, as the other contestants)
 
-    import tasks.extract  # noqa: F401
+    import scrapersky.metadata.extract  # noqa: F401
 
     cpu, started = _cpu_self(), time.perf_counter()
     summary = asyncio.run(_raw(args.port, args.n, args.concurrency, args.results))
@@ -394,13 +394,13 @@ def _raw_main(argv: list[str]) -> int:
 
 
 def _flow_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="scrapersky.bench _flow")
+    parser = argparse.ArgumentParser(prog="benchmarks.bench _flow")
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--batch-id", required=True)
     args = parser.parse_args(argv)
 
-    from flows.batch_scrape import batch_scrape
+    from scrapersky.flows.batch_scrape import batch_scrape
     from scrapersky.batch import BatchOptions, BatchRequest
 
     request = BatchRequest(
@@ -599,7 +599,7 @@ class BenchFarm:
     """The farm subprocess: its address, its counters, its CPU."""
 
     def __init__(self, *, latency: float, keep_alive: bool, max_seconds: float, logs: Path) -> None:
-        cmd = [sys.executable, "-m", "scrapersky.bench", "_farm", "--latency", str(latency),
+        cmd = [sys.executable, "-m", "benchmarks.bench", "_farm", "--latency", str(latency),
                "--max-seconds", str(max_seconds)]
         if keep_alive:
             cmd.append("--keep-alive")
@@ -775,8 +775,8 @@ def _check_records(path: Path, n: int) -> tuple[int, int, list[str]]:
 
 def _check_batch(database_url: str, batch_id: str, n: int) -> dict[str, Any]:
     """The batch as the database has it (db.batches.get_batch_status), with its titles checked."""
-    from db import batches
-    from db.engine import unit_of_work
+    from scrapersky.db import batches
+    from scrapersky.db.engine import unit_of_work
     from scrapersky.batch import DEFAULT_TENANT_ID
 
     async def read() -> Any:
@@ -819,7 +819,7 @@ def _check_batch(database_url: str, batch_id: str, n: int) -> dict[str, Any]:
 
 
 async def _init_schema(database_url: str) -> None:
-    from db.engine import create_engine, init_schema
+    from scrapersky.db.engine import create_engine, init_schema
 
     engine = create_engine(database_url)
     try:
@@ -909,11 +909,11 @@ def _run_one(setup: _Setup, contestant: str, n: int, repeat: int) -> Run:
     batch_id = str(uuid.uuid4())
     database_url = None
     if contestant == "raw":
-        cmd = [sys.executable, "-m", "scrapersky.bench", "_raw", "--port", str(setup.farm.port),
+        cmd = [sys.executable, "-m", "benchmarks.bench", "_raw", "--port", str(setup.farm.port),
                "--n", str(n), "--concurrency", c, "--results", str(results)]
         env = _clean_env()
     elif contestant == "scrapy":
-        cmd = [sys.executable, "-m", "scrapersky.bench_spider", "--port", str(setup.farm.port),
+        cmd = [sys.executable, "-m", "benchmarks.spider", "--port", str(setup.farm.port),
                "--n", str(n), "--concurrency", c, "--results", str(results)]
         env = _clean_env()
     elif contestant == "flow":
@@ -921,7 +921,7 @@ def _run_one(setup: _Setup, contestant: str, n: int, repeat: int) -> Run:
         database_url = setup.database_url or f"sqlite+aiosqlite:///{setup.work / (name + '.db')}"
         if database_url.startswith(("postgres", "postgresql")):
             asyncio.run(_init_schema(database_url))  # a PostgreSQL schema is created on purpose
-        cmd = [sys.executable, "-m", "scrapersky.bench", "_flow", "--n", str(n), "--concurrency", c,
+        cmd = [sys.executable, "-m", "benchmarks.bench", "_flow", "--n", str(n), "--concurrency", c,
                "--batch-id", batch_id]
         env = _clean_env(
             PREFECT_API_URL=setup.server.api_url,
@@ -1172,7 +1172,7 @@ def _key_value(text: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m scrapersky.bench",
+        prog="python -m benchmarks.bench",
         description="The batch flow beside a raw asyncio+httpx baseline and a Scrapy peer, on one local web farm.",
     )
     parser.add_argument("--n", type=int, action="append", help="domains per run (repeatable; default 1000)")

@@ -2,7 +2,7 @@
 
 https first, plain http when no https connection can be opened. Every hop of a
 redirect chain is a request of its own: its connection goes through the address
-check (``tasks.network``), it waits for the host's slot (one request at a time per
+check (``scrapersky.web.guard``), it waits for the host's slot (one request at a time per
 host), and it must fit in what is left of the fetch's deadline. The body is read raw
 and decompressed here, a bounded amount at a time, so neither a 50 MB page nor a gzip
 bomb can hold more than ``max_page_bytes`` in memory. httpx errors are translated
@@ -41,7 +41,7 @@ from scrapersky.errors import (
 )
 from scrapersky.settings import Reach
 
-from .network import GuardedBackend
+from .guard import GuardedBackend
 
 __all__ = ["Page", "build_client", "client_for", "fetch_homepage", "fetch_url", "HTML_MEDIA_TYPES"]
 

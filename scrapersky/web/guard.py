@@ -17,7 +17,7 @@ from typing import Any
 
 import httpcore
 
-from scrapersky.connect_to import ConnectTo
+from scrapersky.web.connect_to import ConnectTo
 from scrapersky.errors import BlockedAddress, ConfigError, ConnectFailed, DNSFailed
 from scrapersky.settings import Reach
 

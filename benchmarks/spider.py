@@ -1,9 +1,9 @@
 """The benchmark's Scrapy peer: a plain spider that fetches every farm homepage once
-and extracts the same site metadata as ``tasks.extract`` with Scrapy's own selectors.
+and extracts the same site metadata as ``scrapersky.metadata.extract`` with Scrapy's own selectors.
 
-    python -m scrapersky.bench_spider --port PORT --n N --concurrency C --results FILE
+    python -m benchmarks.spider --port PORT --n N --concurrency C --results FILE
 
-Run by ``scrapersky.bench`` as a subprocess (its CPU and memory are measured from
+Run by ``benchmarks.bench`` as a subprocess (its CPU and memory are measured from
 outside). Every domain ``site-<i>.test`` is requested at ``http://127.0.0.1:PORT/``
 with its own Host header and its own download slot (one slot a host, as for real
 domains), no robots.txt, no autothrottle, no retries (the flow runs with retries=0
@@ -32,7 +32,7 @@ _SOCIAL = re.compile(
     r"(facebook\.com|twitter\.com|x\.com|linkedin\.com|instagram\.com|youtube\.com|tiktok\.com|pinterest\.|github\.com)",
     re.IGNORECASE,
 )
-_TEXT_LIMIT = 200_000  # characters of visible text searched for addresses (as tasks.extract)
+_TEXT_LIMIT = 200_000  # characters of visible text searched for addresses (as scrapersky.metadata.extract)
 
 
 def _clean(value: str | None) -> str | None:
