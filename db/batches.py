@@ -27,14 +27,13 @@ __all__ = [
     "note_flow_run",
     "open_batch",
     "save_progress",
-    "store_outcomes",
-    "stored_outcomes",
     "record_outcomes",
     "end_batch",
     "StaleBatch",
     "stale_batches",
     "note_recovery",
     "get_batch_status",
+    "batch_progress",
 ]
 
 PROCESSOR_TYPE = "domain_metadata"
@@ -247,23 +246,6 @@ async def save_progress(
     row.updated_at = utcnow()
 
 
-async def stored_outcomes(session: AsyncSession, *, batch_id: UUID, domains: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The saved outcome entries (``DomainOutcome.status_entry``) of these domains."""
-    found = await session.execute(
-        select(DomainResult.domain, DomainResult.outcome).where(
-            DomainResult.batch_id == batch_id, DomainResult.domain.in_(list(domains)),
-            DomainResult.outcome.is_not(None),
-        )
-    )
-    return dict(found.tuples().all())
-
-
-async def store_outcomes(session: AsyncSession, *, batch_id: UUID, outcomes: Iterable[DomainOutcome]) -> None:
-    """Keep outcomes in domain_results (a sub-batch's own saves); the batch row, its
-    counts and its status are the flow's to move."""
-    await _upsert_results(session, batch_id, list(outcomes))
-
-
 async def record_outcomes(
     session: AsyncSession,
     *,
@@ -428,6 +410,18 @@ async def get_batch_status(
         error=row.error,
         metadata=metadata,
     )
+
+
+async def batch_progress(session: AsyncSession, batch_id: UUID) -> tuple[int, int] | None:
+    """(domains done, domains in all) as last saved; None before the batch has a row."""
+    found = (await session.execute(
+        select(BatchJob.completed_domains, BatchJob.failed_domains, BatchJob.total_domains)
+        .where(BatchJob.batch_id == batch_id)
+    )).first()
+    if found is None:
+        return None
+    completed, failed, total = found
+    return (completed or 0) + (failed or 0), total or 0
 
 
 def _aware(moment: datetime | None) -> datetime | None:

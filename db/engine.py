@@ -1,6 +1,6 @@
-"""The database engine and the unit-of-work session.
+"""The database: one ``Database`` value per process, built at the edge from
+``DATABASE_URL`` and passed down.
 
-One factory, ``create_engine``, builds the async engine from ``DATABASE_URL``.
 PostgreSQL goes through asyncpg configured to survive a transaction-mode pooler
 (Supabase's Supavisor on port 6543, PgBouncer): no prepared-statement caches, no
 session state, a small pre-pinged pool. The default is a SQLite file, so the
@@ -9,19 +9,22 @@ quickstart needs no server.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from scrapersky.errors import ConfigError
-from scrapersky.settings import Settings
 
 from .models import Base
 
-__all__ = ["create_engine", "database_url", "transaction", "unit_of_work", "init_schema", "prepare_embedded_database"]
+__all__ = ["Database", "create_engine", "database_url", "transaction", "unit_of_work", "init_schema"]
+
+T = TypeVar("T")
 
 APPLICATION_NAME = "scrapersky-batch"
 POOLER_SAFE_CONNECT_ARGS = {
@@ -37,11 +40,10 @@ POOLER_SAFE_CONNECT_ARGS = {
 }
 
 
-def database_url(url: str | URL | None = None) -> URL:
+def database_url(url: str | URL) -> URL:
     """The URL to use, with plain postgresql:// URLs mapped to the asyncpg driver."""
-    raw = url if url is not None else Settings().database_url
     try:
-        parsed = make_url(raw)
+        parsed = make_url(url)
     except ArgumentError:
         raise ConfigError("DATABASE_URL is not a database URL") from None
     if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
@@ -55,8 +57,8 @@ def database_url(url: str | URL | None = None) -> URL:
     return parsed
 
 
-def create_engine(url: str | URL | None = None) -> AsyncEngine:
-    """The async engine for ``url`` (default: ``DATABASE_URL``)."""
+def create_engine(url: str | URL) -> AsyncEngine:
+    """The async engine for ``url``."""
     parsed = database_url(url)
     if parsed.drivername == "postgresql+asyncpg":
         return create_async_engine(
@@ -78,7 +80,7 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 
 
 @asynccontextmanager
-async def unit_of_work(url: str | URL | None = None) -> AsyncIterator[AsyncSession]:
+async def unit_of_work(url: str | URL) -> AsyncIterator[AsyncSession]:
     """An engine for one piece of work (a Prefect task), one transaction, then disposal.
 
     Tasks may run on different event loops; an asyncpg connection belongs to the
@@ -98,12 +100,53 @@ async def init_schema(engine: AsyncEngine) -> None:
         await connection.run_sync(Base.metadata.create_all)
 
 
-async def prepare_embedded_database() -> None:
-    """The embedded SQLite default creates its tables on first use; a PostgreSQL
-    schema is created on purpose, with ``scrapersky db init``."""
-    if database_url().get_backend_name() == "sqlite":
-        engine = create_engine()
+class Database:
+    """Where batches are kept: a database URL (its password never shown) and the one way
+    to run a piece of work against it.
+
+    Built once at the edge (CLI, flow entry, client) and passed down as a value. Each
+    piece of work gets its own engine and transaction: tasks run on different event
+    loops, and an asyncpg connection belongs to the loop that opened it.
+    """
+
+    def __init__(self, url: str | URL) -> None:
+        self.url = database_url(url)
+
+    def __repr__(self) -> str:
+        return f"Database({self.where!r})"
+
+    @property
+    def where(self) -> str:
+        """The URL with its password masked: what messages may show."""
+        return self.url.render_as_string(hide_password=True)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+    def session(self) -> AsyncIterator[AsyncSession]:
+        """``async with database.session() as session``: one transaction, then disposal."""
+        return unit_of_work(self.url)
+
+    async def call(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """``work(session)`` in one transaction."""
+        async with self.session() as session:
+            return await work(session)
+
+    def run(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """``work(session)`` in one transaction, from synchronous code (a task, a thread)."""
+        return asyncio.run(self.call(work))
+
+    async def init_schema(self) -> None:
+        """Create the tables that do not exist yet (idempotent)."""
+        engine = create_engine(self.url)
         try:
             await init_schema(engine)
         finally:
             await engine.dispose()
+
+    async def prepare(self) -> None:
+        """The embedded SQLite default creates its tables on first use; a PostgreSQL
+        schema is created on purpose, with ``scrapersky db init``."""
+        if self.is_sqlite:
+            await self.init_schema()

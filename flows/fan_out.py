@@ -4,18 +4,25 @@ runs for a large one, on threads, worker processes or a Dask cluster.
 Up to ``SCRAPERSKY_TASK_PER_DOMAIN_MAX`` (250) domains, each domain is a task run of
 its own: visible in the UI, retried by Prefect. Above, the batch is cut into
 sub-batches (``SUB_BATCHES_PER_WORKER`` per worker, 50 to 500 domains), each one task
-run that retries every domain on its own, saves finished outcomes as it goes and
-returns them all; at most ``2 x workers`` are in flight. A per-domain task run costs
-the flow and the Prefect server tens of milliseconds of CPU each: 10,000 of them
-overload a local server, 20 sub-batches do not (README, "Scale").
+run that retries every domain on its own; at most ``2 x workers`` are in flight. A
+per-domain task run costs the flow and the Prefect server tens of milliseconds of CPU
+each: 10,000 of them overload a local server, 20 sub-batches do not (README, "Scale").
+
+Either way the flow hears of every outcome as soon as it is known, as plain data
+(failures included: a task never receives the futures of failed runs), and is the
+only one to record it.
 """
+
+from __future__ import annotations
 
 import math
 import multiprocessing
 import os
+import queue
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack
+from types import TracebackType
 from uuid import UUID
 
 from prefect import unmapped
@@ -25,120 +32,148 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from scrapersky.batch import BatchOptions, DomainOutcome
 from scrapersky.errors import ConfigError
 from scrapersky.settings import Settings
-from scrapersky.tasks.attempt import exit_with_parent
-from scrapersky.tasks.persist import stored_outcomes
-from scrapersky.tasks.scrape import SubBatchResult, outcome_from_error, scrape_domain_for, scrape_domains, worker_pool
+from scrapersky.tasks.attempt import start_worker
+from scrapersky.tasks.scrape import outcome_from_error, scrape_domain_for, scrape_domains
+from scrapersky.web import Fetcher
 
-__all__ = ["fan_out", "sub_batch_size", "PROCESSES_FROM"]
+__all__ = ["fan_out", "SubBatchExecutor", "sub_batch_size", "PROCESSES_FROM"]
 
 
-def fan_out(
-    domains: list[str], options: BatchOptions, settings: Settings, *, batch_id: UUID
-) -> Iterator[tuple[DomainOutcome, bool]]:
-    """Every domain's outcome as it is known, with whether it is saved already."""
+def fan_out(domains: list[str], options: BatchOptions, settings: Settings, *, batch_id: UUID) -> Iterator[DomainOutcome]:
+    """Every domain's outcome, as it is known."""
     if len(domains) <= settings.task_per_domain_max:
-        return ((outcome, False) for outcome in _task_per_domain(domains, options, batch_id=batch_id))
-    return _sub_batches(domains, options, settings, batch_id=batch_id)
+        with Fetcher(options, settings.reach()) as fetcher:
+            yield from _task_per_domain(domains, fetcher, batch_id=batch_id)
+        return
+    with SubBatchExecutor(settings, options, total=len(domains)) as executor:
+        yield from executor.outcomes(domains)
 
 
-def _task_per_domain(domains: list[str], options: BatchOptions, *, batch_id: UUID) -> Iterator[DomainOutcome]:
+def _task_per_domain(domains: list[str], fetcher: Fetcher, *, batch_id: UUID) -> Iterator[DomainOutcome]:
     """An ordinary batch: one task run per domain (each visible in the UI, retried by
-    Prefect), at most ``options.concurrency`` at a time."""
-    scrape_domain = scrape_domain_for(options)
-    with ThreadPoolTaskRunner(max_workers=options.concurrency) as runner:
+    Prefect), at most ``concurrency`` at a time, all sharing the batch's fetcher."""
+    scrape_domain = scrape_domain_for(fetcher.options)
+    with ThreadPoolTaskRunner(max_workers=fetcher.options.concurrency) as runner:
         futures = runner.map(
-            scrape_domain, {"domain": domains, "options": unmapped(options), "batch_id": unmapped(batch_id)}
+            scrape_domain, {"domain": domains, "fetcher": unmapped(fetcher), "batch_id": unmapped(batch_id)}
         )
         domain_of = {future.task_run_id: domain for future, domain in zip(futures, domains)}
         for future in as_completed(futures):
-            try:
-                result = future.result(raise_on_failure=False)
-            except Exception as error:  # a crashed or cancelled task run
-                result = error
-            if not isinstance(result, DomainOutcome):
-                result = outcome_from_error(domain_of[future.task_run_id], result)
-            yield result
+            yield _outcome_of(future, domain_of[future.task_run_id])
+
+
+def _outcome_of(future: PrefectFuture, domain: str) -> DomainOutcome:
+    try:
+        result = future.result(raise_on_failure=False)
+    except Exception as error:  # a crashed or cancelled task run
+        result = error
+    if isinstance(result, DomainOutcome):
+        return result
+    return outcome_from_error(domain, result if isinstance(result, BaseException) else RuntimeError(repr(result)))
 
 
 #: Sub-batches per worker a large batch is cut into (bounded below and above in size).
 SUB_BATCHES_PER_WORKER = 4
 SUB_BATCH_MIN, SUB_BATCH_MAX = 50, 500
+#: From this many domains, "auto" scrapes sub-batches in worker processes: starting
+#: them (a Python each, without Prefect) costs about a second on 2 cores.
+PROCESSES_FROM = 500
 
 
 def sub_batch_size(total: int, workers: int) -> int:
     return max(SUB_BATCH_MIN, min(SUB_BATCH_MAX, math.ceil(total / (workers * SUB_BATCHES_PER_WORKER))))
 
 
-def _sub_batches(
-    domains: list[str], options: BatchOptions, settings: Settings, *, batch_id: UUID
-) -> Iterator[tuple[DomainOutcome, bool]]:
-    """A large batch: sub-batch task runs, each scraping its domains with per-domain
-    retries and returning every domain's outcome, on threads, on ``settings.workers``
-    worker processes or on Dask workers (``_execution``); only ``2 x workers`` are in
-    flight, so the Prefect server sees a few dozen task runs, not one per domain."""
-    workers = settings.workers
-    size = sub_batch_size(len(domains), workers)
-    per_task = options.model_copy(update={"concurrency": max(1, math.ceil(options.concurrency / workers))})
-    waiting = [domains[start:start + size] for start in range(0, len(domains), size)]
-    waiting.reverse()
-    in_flight: dict[UUID, tuple[PrefectFuture, list[str]]] = {}
-    with _execution(settings, len(domains)) as (runner, pool):
+class SubBatchExecutor:
+    """Runs a large batch as sub-batch task runs, and owns what they run on.
+
+    Where: ``SCRAPERSKY_TASK_RUNNER`` (auto: worker processes for a batch of
+    PROCESSES_FROM domains or more on a machine with several cores, else threads),
+    ``SCRAPERSKY_WORKERS``, ``SCRAPERSKY_DASK_ADDRESS``. With worker processes, the
+    sub-batch task runs are threads of the flow's process that hand their domains, in
+    pieces, to a pool of ``workers`` processes (each its own interpreter: every core),
+    started with the batch's options and the operator's reach.
+    """
+
+    def __init__(self, settings: Settings, options: BatchOptions, *, total: int) -> None:
+        self.settings = settings
+        self.workers = settings.workers
+        self.kind = settings.task_runner
+        if self.kind == "auto":
+            self.kind = "processes" if self.workers > 1 and total >= PROCESSES_FROM else "threads"
+        # The batch's concurrency, shared between the sub-batches in flight.
+        self.options = options.model_copy(update={"concurrency": max(1, math.ceil(options.concurrency / self.workers))})
+        self.reach = settings.reach()
+        self._stack = ExitStack()
+        self.runner: TaskRunner | None = None
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> SubBatchExecutor:
+        with ExitStack() as stack:
+            if self.kind == "dask":
+                self.runner = stack.enter_context(_dask_runner(self.settings))
+            else:
+                self.runner = stack.enter_context(ThreadPoolTaskRunner(max_workers=self.workers))
+            if self.kind == "processes":
+                self.pool = stack.enter_context(ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=start_worker, initargs=(os.getpid(), self.options, self.reach),
+                ))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
+        self._stack.close()
+
+    def outcomes(self, domains: list[str]) -> Iterator[DomainOutcome]:
+        """Every domain's outcome as soon as a sub-batch knows it (with Dask, when its
+        sub-batch returns); a sub-batch that dies leaves its other domains failed with
+        the reason, never lost."""
+        assert self.runner is not None, "use SubBatchExecutor as a context manager"
+        size = sub_batch_size(len(domains), self.workers)
+        waiting = [domains[start:start + size] for start in range(0, len(domains), size)]
+        waiting.reverse()
+        events: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        # Outcomes travel back through the queue as they are known (same process only).
+        sink = None if self.kind == "dask" else (lambda outcome: events.put(("outcome", outcome)))
+        in_flight: dict[UUID, list[str]] = {}
+        delivered: set[str] = set()
         while waiting or in_flight:
-            while waiting and len(in_flight) < 2 * workers:
+            while waiting and len(in_flight) < 2 * self.workers:
                 chunk = waiting.pop()
-                future = runner.submit(scrape_domains, {
-                    "domains": chunk, "options": per_task, "batch_id": batch_id, "extra": len(chunk) - 1, "pool": pool,
+                future = self.runner.submit(scrape_domains, {
+                    "domains": chunk, "options": self.options, "reach": self.reach, "extra": len(chunk) - 1,
+                    "pool": self.pool, "sink": sink,
                 })
-                in_flight[future.task_run_id] = (future, chunk)
-            done = next(as_completed([future for future, _ in in_flight.values()]))
-            _, chunk = in_flight.pop(done.task_run_id)
-            try:
-                result = done.result(raise_on_failure=False)
-            except Exception as error:  # a crashed or cancelled task run
-                result = error
-            if isinstance(result, SubBatchResult) and len(result.outcomes) == len(chunk):
-                for position, outcome in enumerate(result.outcomes):
-                    yield outcome, position < result.stored
-            else:  # the sub-batch itself failed (a dead worker): what it saved stands,
-                # every other domain of it says why it has no outcome
-                error = result if isinstance(result, BaseException) else RuntimeError(f"sub-batch returned {result!r:.200}")
-                saved = stored_outcomes(batch_id, chunk)
-                for domain in chunk:
-                    if domain in saved:
-                        yield saved[domain], True
-                    else:
-                        yield outcome_from_error(domain, error), False
+                in_flight[future.task_run_id] = chunk
+                future.add_done_callback(lambda done: events.put(("done", done)))
+            kind, item = events.get()
+            if kind == "outcome":
+                assert isinstance(item, DomainOutcome)
+                delivered.add(item.domain)
+                yield item
+                continue
+            assert isinstance(item, PrefectFuture)
+            chunk = in_flight.pop(item.task_run_id)
+            # Its outcomes were queued before its end (one queue, in order): all seen.
+            yield from self._rest_of(item, chunk, delivered)
 
-
-#: From this many domains, "auto" scrapes sub-batches in worker processes: starting
-#: them (a Python each, without Prefect) costs about a second on 2 cores.
-PROCESSES_FROM = 500
-
-
-@contextmanager
-def _execution(settings: Settings, total: int) -> Iterator[tuple[TaskRunner, str | None]]:
-    """Where sub-batches run: SCRAPERSKY_TASK_RUNNER (auto: worker processes for a
-    batch of PROCESSES_FROM domains or more on a machine with several cores, else
-    threads), SCRAPERSKY_WORKERS, SCRAPERSKY_DASK_ADDRESS. With worker processes the
-    sub-batch task runs are threads of the flow's process, and hand their domains, in
-    pieces, to a pool of ``workers`` processes (each its own interpreter: every core)."""
-    kind = settings.task_runner
-    if kind == "auto":
-        kind = "processes" if settings.workers > 1 and total >= PROCESSES_FROM else "threads"
-    if kind == "dask":
-        with _dask_runner(settings) as runner:
-            yield runner, None
-        return
-    with ThreadPoolTaskRunner(max_workers=settings.workers) as runner:
-        if kind == "threads":
-            yield runner, None
-            return
-        processes = ProcessPoolExecutor(
-            max_workers=settings.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=exit_with_parent, initargs=(os.getpid(),),
-        )
-        with processes, worker_pool(processes) as pool:
-            yield runner, pool
+    @staticmethod
+    def _rest_of(future: PrefectFuture, chunk: list[str], delivered: set[str]) -> Iterator[DomainOutcome]:
+        try:
+            result = future.result(raise_on_failure=False)
+        except Exception as error:  # a crashed or cancelled task run
+            result = error
+        if isinstance(result, list):
+            returned = {outcome.domain: outcome for outcome in result if isinstance(outcome, DomainOutcome)}
+        else:
+            returned = {}
+        error = result if isinstance(result, BaseException) else RuntimeError(f"sub-batch returned {result!r:.200}")
+        for domain in chunk:
+            if domain in delivered:
+                continue
+            delivered.add(domain)
+            yield returned.get(domain) or outcome_from_error(domain, error)
 
 
 def _dask_runner(settings: Settings) -> TaskRunner:

@@ -25,9 +25,9 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 
 from scrapersky.db import batches
-from scrapersky.db.engine import unit_of_work
+from scrapersky.db.engine import Database
 from scrapersky.batch import BatchOptions, BatchRequest, BatchStatus
-from scrapersky.settings import Settings
+from scrapersky.settings import current_settings
 
 from .batch_scrape import batch_scrape
 
@@ -37,12 +37,8 @@ DEFAULT_MAX_ATTEMPTS = 3
 
 
 @task(name="find-stale-batches", cache_policy=NO_CACHE)
-def find_stale_batches(stale_after: float) -> list[batches.StaleBatch]:
-    async def run() -> list[batches.StaleBatch]:
-        async with unit_of_work() as session:
-            return await batches.stale_batches(session, stale_after=stale_after)
-
-    return asyncio.run(run())
+def find_stale_batches(database: Database, stale_after: float) -> list[batches.StaleBatch]:
+    return database.run(lambda session: batches.stale_batches(session, stale_after=stale_after))
 
 
 @task(name="read-flow-run-state", cache_policy=NO_CACHE)
@@ -73,21 +69,14 @@ def flow_run_state(flow_run_id: str | None) -> tuple[str, str | None]:
 
 
 @task(name="note-recovery", cache_policy=NO_CACHE)
-def note_recovery(batch_id: UUID, reason: str) -> int:
-    async def run() -> int:
-        async with unit_of_work() as session:
-            return await batches.note_recovery(session, batch_id=batch_id, reason=reason)
-
-    return asyncio.run(run())
+def note_recovery(database: Database, batch_id: UUID, reason: str) -> int:
+    return database.run(lambda session: batches.note_recovery(session, batch_id=batch_id, reason=reason))
 
 
 @task(name="give-up-batch", cache_policy=NO_CACHE)
-def give_up(batch_id: UUID, reason: str) -> None:
-    async def run() -> None:
-        async with unit_of_work() as session:
-            await batches.end_batch(session, batch_id=batch_id, status=BatchStatus.FAILED, error=reason)
-
-    asyncio.run(run())
+def give_up(database: Database, batch_id: UUID, reason: str) -> None:
+    database.run(lambda session: batches.end_batch(
+        session, batch_id=batch_id, status=BatchStatus.FAILED, error=reason))
 
 
 @flow(name="recover-stale-batches")
@@ -102,16 +91,18 @@ def recover_stale_batches(
         max_attempts: Recoveries of one batch before it is marked failed.
     """
     logger = get_run_logger()
-    stale_after = stale_after if stale_after is not None else Settings().stale_after
+    settings = current_settings()  # read once, here: the edge of a deployment's run
+    database = settings.database()
+    stale_after = stale_after if stale_after is not None else settings.stale_after
     summary: dict[str, Any] = {"resumed": [], "failed": []}
-    for batch in find_stale_batches(stale_after):
+    for batch in find_stale_batches(database, stale_after):
         state, message = flow_run_state(batch.flow_run_id)
         reason = f"flow run {batch.flow_run_id or '(none)'} is {state.lower()}" + (f": {message}" if message else "")
         if batch.attempts >= max_attempts:
-            give_up(batch.batch_id, f"recovery gave up after {batch.attempts} attempts; {reason}")
+            give_up(database, batch.batch_id, f"recovery gave up after {batch.attempts} attempts; {reason}")
             summary["failed"].append(str(batch.batch_id))
             continue
-        attempt = note_recovery(batch.batch_id, reason)
+        attempt = note_recovery(database, batch.batch_id, reason)
         logger.info("resuming batch %s (attempt %s): %s", batch.batch_id, attempt, reason)
         request = BatchRequest(
             domains=batch.domains,

@@ -25,11 +25,10 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from scrapersky.flows import progress  # noqa: E402
 from .batch import BatchOptions, BatchRequest  # noqa: E402
 from .domains import plan_domains  # noqa: E402
 from .errors import ScraperSkyError  # noqa: E402
-from .settings import Settings  # noqa: E402
+from .settings import Settings, configured  # noqa: E402
 
 app = typer.Typer(
     help="ScraperSky Batch: scrape the homepages of batches of domains.",
@@ -54,32 +53,38 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _database(work):
-    """Run a coroutine against the database; a database that fails says so clearly.
+def _settings(**overrides) -> Settings:
+    """This command's settings: the environment's, with the options given on its line."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**{name: value for name, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise _fail(f"invalid settings: {problems}", 2) from None
+    except ScraperSkyError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+def _database(work, database):
+    """Run a coroutine against ``database``; a database that fails says so clearly.
 
     Messages name the URL with its password masked, and the driver's reason.
     """
     from sqlalchemy.exc import DBAPIError
 
-    from scrapersky.db.engine import database_url
-
     try:
         return asyncio.run(work)
     except (DBAPIError, OSError, asyncio.TimeoutError) as exc:
         reason = exc.orig if isinstance(exc, DBAPIError) else exc
-        where = database_url().render_as_string(hide_password=True)
-        raise _fail(f"database {where}: {type(reason).__name__}: {reason}", 2) from None
+        raise _fail(f"database {database.where}: {type(reason).__name__}: {reason}", 2) from None
 
 
-def _read_status(batch_id: UUID, tenant_id: UUID):
+def _read_status(settings: Settings, batch_id: UUID, tenant_id: UUID):
     from scrapersky.db.batches import get_batch_status
-    from scrapersky.db.engine import unit_of_work
 
-    async def read():
-        async with unit_of_work() as session:
-            return await get_batch_status(session, batch_id, tenant_id)
-
-    return _database(read())
+    database = settings.database()
+    return _database(database.call(lambda session: get_batch_status(session, batch_id, tenant_id)), database)
 
 
 def _print_status(report, as_json: bool) -> None:
@@ -113,21 +118,45 @@ def _print_status(report, as_json: bool) -> None:
         out.print(f"... {len(entries) - SUMMARY_ROWS} more: scrapersky status {report.batch_id} --json")
 
 
-def _run_batch(domains: list[str], *, tenant_id: UUID, batch_id: UUID | None,
+def _run_batch(settings: Settings, domains: list[str], *, tenant_id: UUID, batch_id: UUID | None,
                options: BatchOptions, as_json: bool) -> None:
+    """Run the flow in this process, with this command's settings; the bar follows the
+    batch's progress as the flow saves it (what any other reader of the batch sees)."""
+    import threading
+    import uuid
+
+    from scrapersky.db.batches import batch_progress
     from scrapersky.flows.batch_scrape import batch_scrape
+
+    batch_id = batch_id or uuid.uuid4()
+    database = settings.database()
+    finished = threading.Event()
+
+    def follow(bar: Progress, task) -> None:
+        while not finished.wait(1.0):
+            try:
+                found = database.run(lambda session: batch_progress(session, batch_id))
+            except Exception:  # the bar is a convenience: the flow reports what matters
+                continue
+            if found is not None:
+                bar.update(task, completed=found[0], total=found[1] or None)
 
     with Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), console=err, transient=True, disable=as_json,
     ) as bar:
         task = bar.add_task("scraping", total=None)
-        with progress.listening(lambda done, total: bar.update(task, completed=done, total=total)):
-            request = BatchRequest(domains=domains, tenant_id=tenant_id, batch_id=batch_id, options=options)
-            state = batch_scrape(request, return_state=True)
-    run_batch_id = batch_id or UUID(str(state.state_details.flow_run_id))
+        follower = threading.Thread(target=follow, args=(bar, task), name="progress-bar", daemon=True)
+        follower.start()
+        try:
+            with configured(settings):
+                request = BatchRequest(domains=domains, tenant_id=tenant_id, batch_id=batch_id, options=options)
+                state = batch_scrape(request, return_state=True)
+        finally:
+            finished.set()
+            follower.join()
     try:
-        report = _read_status(run_batch_id, tenant_id)
+        report = _read_status(settings, batch_id, tenant_id)
     except ScraperSkyError:
         raise _fail(state.message or f"the batch did not start ({state.name})", 2) from None
     _print_status(report, as_json)
@@ -155,10 +184,9 @@ def scrape(
 ) -> None:
     """Run a batch now and print its summary (or, with --json, its status object)."""
     entries = _entries(domains, file)
-    if connect_to:  # the operator's routing: an environment setting, like on a worker
-        os.environ["SCRAPERSKY_CONNECT_TO"] = " ".join(connect_to)
+    # --connect-to is the operator's routing, as SCRAPERSKY_CONNECT_TO is on a worker.
+    settings = _settings(connect_to=tuple(connect_to) if connect_to else None)
     try:
-        settings = Settings()
         plan_domains(entries, max_batch_size=settings.max_batch_size)  # refuse before any work
         options = settings.batch_options(
             concurrency=concurrency, retries=retries, retry_backoff=retry_backoff,
@@ -168,7 +196,7 @@ def scrape(
         )
     except (ValueError, ScraperSkyError) as exc:
         raise _fail(str(exc), 2) from None
-    _run_batch(entries, tenant_id=tenant or settings.tenant_id, batch_id=batch_id,
+    _run_batch(settings, entries, tenant_id=tenant or settings.tenant_id, batch_id=batch_id,
                options=options, as_json=as_json)
 
 
@@ -202,9 +230,13 @@ def submit(
     from .client import get_status, submit_batch
 
     entries = _entries(domains, file)
-    tenant_id = tenant or Settings().tenant_id
+    settings = _settings()
+    tenant_id = tenant or settings.tenant_id
     try:
-        submitted = _database(submit_batch(entries, tenant_id, batch_id=batch_id, deployment=deployment))
+        submitted = _database(
+            submit_batch(entries, tenant_id, batch_id=batch_id, deployment=deployment, settings=settings),
+            settings.database(),
+        )
     except ScraperSkyError as exc:
         raise _fail(str(exc), 2) from None
     if not wait:
@@ -215,7 +247,7 @@ def submit(
             err.print(f"submitted; read it with: scrapersky status {submitted}", highlight=False)
         return
     while True:
-        report = _database(get_status(submitted, tenant_id))
+        report = _database(get_status(submitted, tenant_id, settings=settings), settings.database())
         if BatchStatus(report.status).is_final:
             break
         time.sleep(1.0)
@@ -235,9 +267,12 @@ def doctor(
     run a canary batch); exit 1 when a check fails."""
     from .doctor import run_checks
 
+    settings = _settings()
+
     async def run() -> bool:
         healthy = True
-        async for check in run_checks(pool=pool, deployment=deployment, canary=canary, canary_timeout=timeout):
+        async for check in run_checks(pool=pool, deployment=deployment, canary=canary, canary_timeout=timeout,
+                                      settings=settings):
             healthy &= check.ok
             mark = "[green]PASS[/green]" if check.ok else "[red]FAIL[/red]"
             out.print(f"{mark} {check.name:<12} {check.detail}", highlight=False, soft_wrap=True)
@@ -254,8 +289,9 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Show a batch's status and its domains' outcomes."""
+    settings = _settings()
     try:
-        report = _read_status(batch_id, tenant or Settings().tenant_id)
+        report = _read_status(settings, batch_id, tenant or settings.tenant_id)
     except ScraperSkyError as exc:
         raise _fail(str(exc)) from None
     _print_status(report, as_json)
@@ -276,8 +312,9 @@ def export(
     """Write one row per domain: its status and its metadata."""
     from .export import write_csv, write_jsonl
 
+    settings = _settings()
     try:
-        report = _read_status(batch_id, tenant or Settings().tenant_id)
+        report = _read_status(settings, batch_id, tenant or settings.tenant_id)
     except ScraperSkyError as exc:
         raise _fail(str(exc)) from None
     write = write_csv if format is ExportFormat.csv else write_jsonl
@@ -299,10 +336,9 @@ def demo(as_json: JsonOption = False) -> None:
         "err500-1.test", "down-1.refused.test", "not a domain",
     ]
     with Farm() as farm:
-        os.environ["SCRAPERSKY_CONNECT_TO"] = " ".join(farm.connect_to())
-        settings = Settings()
+        settings = _settings(connect_to=tuple(farm.connect_to()))
         options = settings.batch_options(retry_backoff=0.2)
-        _run_batch(domains, tenant_id=settings.tenant_id, batch_id=None, options=options,
+        _run_batch(settings, domains, tenant_id=settings.tenant_id, batch_id=None, options=options,
                    as_json=as_json)
 
 
@@ -314,7 +350,8 @@ def recover(
     """Run the recovery flow once: batches whose run is gone are resumed here, or failed."""
     from scrapersky.flows.recover_stale_batches import recover_stale_batches
 
-    state = recover_stale_batches(stale_after=stale_after, max_attempts=max_attempts, return_state=True)
+    with configured(_settings()):
+        state = recover_stale_batches(stale_after=stale_after, max_attempts=max_attempts, return_state=True)
     if not state.is_completed():
         raise _fail(state.message or "the recovery flow failed")
     summary = state.result()
@@ -328,43 +365,33 @@ def recover(
 @db_app.command("check")
 def db_check() -> None:
     """Compare the live tables with what the code writes; exit 1 on a mismatch."""
-    from scrapersky.db.engine import create_engine, database_url
+    from scrapersky.db.engine import create_engine
     from scrapersky.db.schema import check_schema
 
+    database = _settings().database()
+
     async def check():
-        engine = create_engine()
+        engine = create_engine(database.url)
         try:
             async with engine.connect() as connection:
                 return await connection.run_sync(check_schema)
         finally:
             await engine.dispose()
 
-    where = database_url().render_as_string(hide_password=True)
-    report = _database(check())
+    report = _database(check(), database)
     for line in report.message().splitlines():
         out.print(line, highlight=False, soft_wrap=True)
     if not report.ok:
-        raise _fail(f"schema mismatch in {where}")
-    out.print(f"schema ok in {where}", highlight=False)
+        raise _fail(f"schema mismatch in {database.where}")
+    out.print(f"schema ok in {database.where}", highlight=False)
 
 
 @db_app.command("init")
 def db_init() -> None:
     """Create the tables that do not exist yet (idempotent)."""
-    from scrapersky.db.engine import create_engine, database_url, init_schema
-
-    async def init() -> None:
-        engine = create_engine()
-        try:
-            await init_schema(engine)
-        finally:
-            await engine.dispose()
-
-    try:
-        _database(init())
-    except ScraperSkyError as exc:
-        raise _fail(str(exc), 2) from None
-    out.print(f"schema ready in {database_url().render_as_string(hide_password=True)}", highlight=False)
+    database = _settings().database()
+    _database(database.init_schema(), database)
+    out.print(f"schema ready in {database.where}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover

@@ -23,13 +23,12 @@ from prefect.exceptions import ObjectNotFound
 
 from scrapersky.db import batches
 from scrapersky.db.batches import BatchStatusReport
-from scrapersky.db.engine import prepare_embedded_database, unit_of_work
 from scrapersky.db.schema import check_schema
 
 from .batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest, BatchStatus
 from .domains import plan_domains
 from .errors import SubmitFailed
-from .settings import Settings
+from .settings import Settings, current_settings
 
 __all__ = ["DEFAULT_DEPLOYMENT", "submit_batch", "get_status", "BatchStatusReport"]
 
@@ -44,19 +43,21 @@ async def submit_batch(
     options: BatchOptions | None = None,
     batch_id: UUID | None = None,
     deployment: str = DEFAULT_DEPLOYMENT,
+    settings: Settings | None = None,
 ) -> UUID:
     """Create the batch ``pending`` and have the deployment run it; returns the batch id.
 
     Raises EmptyBatch / BatchTooLarge before anything is created, SubmitFailed when
     the deployment cannot be asked to run it (the batch is then ``failed``).
     """
-    settings = Settings()
+    settings = settings or current_settings()
+    database = settings.database()
     plan = plan_domains(domains, max_batch_size=settings.max_batch_size)
     request = BatchRequest(domains=domains, tenant_id=tenant_id, batch_id=batch_id or uuid4(), options=options)
     assert request.batch_id is not None
 
-    await prepare_embedded_database()
-    async with unit_of_work() as session:
+    await database.prepare()
+    async with database.session() as session:
         schema = await session.run_sync(lambda sync: check_schema(sync.connection()))
         schema.raise_for_errors()
         await batches.register_batch(
@@ -73,12 +74,12 @@ async def submit_batch(
         flow_run_id = await _trigger(deployment, request)
     except Exception as error:
         reason = f"could not start deployment {deployment}: {_reason(error)}"
-        async with unit_of_work() as session:
-            await batches.end_batch(session, batch_id=request.batch_id, status=BatchStatus.FAILED, error=reason)
+        await database.call(lambda session: batches.end_batch(
+            session, batch_id=request.batch_id, status=BatchStatus.FAILED, error=reason))
         raise SubmitFailed(reason) from None
 
-    async with unit_of_work() as session:
-        await batches.note_flow_run(session, batch_id=request.batch_id, flow_run_id=str(flow_run_id))
+    await database.call(lambda session: batches.note_flow_run(
+        session, batch_id=request.batch_id, flow_run_id=str(flow_run_id)))
     return request.batch_id
 
 
@@ -101,7 +102,9 @@ def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
-async def get_status(batch_id: UUID, tenant_id: UUID = DEFAULT_TENANT_ID) -> BatchStatusReport:
+async def get_status(
+    batch_id: UUID, tenant_id: UUID = DEFAULT_TENANT_ID, *, settings: Settings | None = None
+) -> BatchStatusReport:
     """The batch as users read it; BatchNotFound for an unknown id or another tenant's."""
-    async with unit_of_work() as session:
-        return await batches.get_batch_status(session, batch_id, tenant_id)
+    database = (settings or current_settings()).database()
+    return await database.call(lambda session: batches.get_batch_status(session, batch_id, tenant_id))

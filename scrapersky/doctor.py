@@ -17,12 +17,12 @@ from uuid import UUID
 
 from sqlalchemy import text
 
-from scrapersky.db.engine import create_engine, database_url
+from scrapersky.db.engine import Database, create_engine
 from scrapersky.db.schema import check_schema
 
 from .batch import BatchStatus
 from .client import DEFAULT_DEPLOYMENT, get_status, submit_batch
-from .settings import Settings
+from .settings import Settings, current_settings
 
 __all__ = ["Check", "run_checks"]
 
@@ -40,9 +40,9 @@ def _why(error: BaseException) -> str:
     return f"{type(reason).__name__}: {text_}" if text_ else type(reason).__name__
 
 
-async def _database() -> AsyncIterator[Check]:
-    where = database_url().render_as_string(hide_password=True)
-    engine = create_engine()
+async def _database(database: Database) -> AsyncIterator[Check]:
+    where = database.where
+    engine = create_engine(database.url)
     try:
         try:
             for attempt in range(3):  # separate transactions: what a pooler may interleave
@@ -109,15 +109,15 @@ async def _prefect(pool: str, deployment: str) -> AsyncIterator[Check]:
         yield Check("deployment", not problems, f"{deployment}" + (f": {'; '.join(problems)}" if problems else ""))
 
 
-async def _canary(domain: str, deployment: str, timeout: float) -> Check:
-    tenant_id = Settings().tenant_id
+async def _canary(domain: str, deployment: str, timeout: float, settings: Settings) -> Check:
+    tenant_id = settings.tenant_id
     started = time.monotonic()
     try:
-        batch_id: UUID = await submit_batch([domain], tenant_id, deployment=deployment)
+        batch_id: UUID = await submit_batch([domain], tenant_id, deployment=deployment, settings=settings)
     except Exception as error:
         return Check("canary", False, f"{domain}: not submitted: {_why(error)}")
     while time.monotonic() - started < timeout:
-        report = await get_status(batch_id, tenant_id)
+        report = await get_status(batch_id, tenant_id, settings=settings)
         if BatchStatus(report.status).is_final:
             entry = next(iter(report.domain_statuses.values()), {})
             detail = f"{domain}: batch {batch_id} {report.status} in {time.monotonic() - started:.1f} s"
@@ -130,12 +130,13 @@ async def _canary(domain: str, deployment: str, timeout: float) -> Check:
 
 async def run_checks(
     *, pool: str = "scrapersky", deployment: str = DEFAULT_DEPLOYMENT,
-    canary: str | None = None, canary_timeout: float = 180.0,
+    canary: str | None = None, canary_timeout: float = 180.0, settings: Settings | None = None,
 ) -> AsyncIterator[Check]:
     """Every check, in order; later checks still run when an earlier one fails."""
-    async for check in _database():
+    settings = settings or current_settings()
+    async for check in _database(settings.database()):
         yield check
     async for check in _prefect(pool, deployment):
         yield check
     if canary is not None:
-        yield await _canary(canary, deployment, canary_timeout)
+        yield await _canary(canary, deployment, canary_timeout, settings)

@@ -8,34 +8,29 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from scrapersky.db.engine import Database
+
 from .batch import DEFAULT_TENANT_ID, BatchOptions
 from scrapersky.web.connect_to import ConnectTo
+from scrapersky.web.guard import Reach
 from .errors import ConfigError
 
-__all__ = ["Settings", "Reach", "DEFAULT_DATABASE_URL", "DEFAULT_MAX_BATCH_SIZE"]
+__all__ = ["Settings", "Reach", "configured", "current_settings", "DEFAULT_DATABASE_URL", "DEFAULT_MAX_BATCH_SIZE"]
 
 #: The embedded default: a SQLite file in the working directory, no server needed.
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///scrapersky.db"
 DEFAULT_MAX_BATCH_SIZE = 10_000
 DEFAULT_STALE_AFTER = 900.0
 DEFAULT_TASK_PER_DOMAIN_MAX = 250
-
-
-@dataclass(frozen=True)
-class Reach:
-    """Where fetches may connect: connect-to routing, and networks allowed beyond the
-    public internet. The operator's (environment, CLI), never a run parameter: a
-    tenant submitting a batch cannot point the scraper at an internal service."""
-
-    connect_to: tuple[str, ...] = ()
-    allow_networks: tuple[str, ...] = ()
 
 
 class Settings(BaseSettings, BatchOptions):
@@ -89,6 +84,9 @@ class Settings(BaseSettings, BatchOptions):
                 raise ValueError(f"SCRAPERSKY_ALLOW_NETWORKS: {exc}") from None
         return networks
 
+    def database(self) -> Database:
+        return Database(self.database_url)
+
     def reach(self) -> Reach:
         return Reach(connect_to=self.connect_to, allow_networks=self.allow_networks)
 
@@ -97,3 +95,23 @@ class Settings(BaseSettings, BatchOptions):
         values = self.model_dump(include=set(BatchOptions.model_fields))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return BatchOptions(**values)
+
+
+_current: ContextVar[Settings | None] = ContextVar("scrapersky_settings", default=None)
+
+
+@contextmanager
+def configured(settings: Settings) -> Iterator[Settings]:
+    """Run what is inside with these settings: how the CLI hands its own (command-line
+    options over the environment) to a flow it runs in this process."""
+    token = _current.set(settings)
+    try:
+        yield settings
+    finally:
+        _current.reset(token)
+
+
+def current_settings() -> Settings:
+    """The settings of this run: the caller's (``configured``), else the environment's.
+    Read once, at the edge: a flow's entry, a command, a client call."""
+    return _current.get() or Settings()

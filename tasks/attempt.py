@@ -2,12 +2,13 @@
 extract), the retry loop around it, and the failed outcome of an error.
 
 Kept free of Prefect so a worker process that scrapes a large batch's domains starts
-in under a second (a Python with Prefect imported takes about 2.5 s).
+in under a second (a Python with Prefect imported takes about 2.5 s). A worker
+process gets what it needs once, from its pool's initializer (``start_worker``): the
+batch's options and the operator's reach; it reads no setting itself.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import random
 import threading
@@ -16,21 +17,21 @@ from concurrent.futures import ThreadPoolExecutor
 
 from scrapersky.batch import BatchOptions, DomainOutcome, DomainStatus, utcnow
 from scrapersky.errors import DomainError, TooManyRedirects
-from scrapersky.settings import Reach, Settings
-
 from scrapersky.metadata.extract import extract_metadata
-from scrapersky.web.fetch import client_for, fetch_homepage, fetch_url
+from scrapersky.retry import retry_delay
+from scrapersky.web.fetch import Fetcher
+from scrapersky.web.guard import Reach
 
-__all__ = ["scrape_page", "scrape_with_retries", "scrape_many", "outcome_from_error", "exit_with_parent"]
+__all__ = ["scrape_page", "scrape_with_retries", "scrape_many", "outcome_from_error", "start_worker", "jitter"]
 
 
-def scrape_page(domain: str, options: BatchOptions, *, attempt: int = 1) -> DomainOutcome:
+def scrape_page(domain: str, fetcher: Fetcher, *, attempt: int = 1) -> DomainOutcome:
     """One attempt at a domain: fetch its homepage (meta refreshes followed), extract."""
+    options = fetcher.options
     started_at = utcnow()
     clock = time.perf_counter()
     try:
-        client = client_for(options, _reach())
-        page = fetch_homepage(client, domain, options=options)
+        page = fetcher.homepage(domain)
         metadata = extract_metadata(page.body, page.headers, page.url)
         # A <meta http-equiv=refresh> is a redirect too: followed, within the same limit.
         hops = 0
@@ -40,7 +41,7 @@ def scrape_page(domain: str, options: BatchOptions, *, attempt: int = 1) -> Doma
                 raise TooManyRedirects(
                     f"meta refresh chain longer than {options.max_redirects}", final_url=page.url
                 )
-            page = fetch_url(client, metadata.refresh_url, options=options)
+            page = fetcher.follow(metadata.refresh_url)
             metadata = extract_metadata(page.body, page.headers, page.url)
     except DomainError as error:
         error.attempts = attempt
@@ -61,45 +62,45 @@ def scrape_page(domain: str, options: BatchOptions, *, attempt: int = 1) -> Doma
     )
 
 
-def _reach() -> Reach:
-    """The operator's reach (SCRAPERSKY_CONNECT_TO, SCRAPERSKY_ALLOW_NETWORKS)."""
-    return _reach_from(os.environ.get("SCRAPERSKY_CONNECT_TO"), os.environ.get("SCRAPERSKY_ALLOW_NETWORKS"))
+def jitter() -> float:
+    """The random factor of a retry's backoff (0.5-1.5)."""
+    return random.uniform(0.5, 1.5)
 
 
-@functools.lru_cache(maxsize=8)
-def _reach_from(connect_to: str | None, allow_networks: str | None) -> Reach:
-    return Settings().reach()
-
-
-def scrape_with_retries(domain: str, options: BatchOptions) -> DomainOutcome:
-    """A domain's outcome after at most ``1 + options.retries`` attempts, with the
-    per-domain task's policy (transient errors only, exponential backoff with jitter,
-    Retry-After honoured up to a cap), for domains scraped inside a sub-batch task."""
-    for attempt in range(1, options.retries + 2):
+def scrape_with_retries(domain: str, fetcher: Fetcher) -> DomainOutcome:
+    """A domain's outcome after at most ``1 + retries`` attempts, waiting between them
+    as ``scrapersky.retry`` says (the per-domain task follows the same policy)."""
+    attempt = 1
+    while True:
         try:
-            return scrape_page(domain, options, attempt=attempt)
-        except DomainError as error:
-            if not error.retryable or attempt > options.retries:
+            return scrape_page(domain, fetcher, attempt=attempt)
+        except Exception as error:  # a DomainError is recorded; a defect too, never retried
+            delay = retry_delay(error, attempt, fetcher.options, jitter=jitter())
+            if delay is None:
                 return outcome_from_error(domain, error)
-            delay = options.retry_backoff * 2 ** (attempt - 1)
-            delay *= random.uniform(0.5, 1.5) if delay else 1
-            if error.retry_after:
-                delay = max(delay, min(error.retry_after, options.retry_after_max))
             time.sleep(delay)
-        except Exception as error:  # a defect: recorded, never retried
-            return outcome_from_error(domain, error)
-    raise AssertionError("unreachable")
+            attempt += 1
 
 
-def scrape_many(domains: list[str], options: BatchOptions) -> list[DomainOutcome]:
-    """Every domain's outcome, ``options.concurrency`` at a time (in a worker process)."""
-    with ThreadPoolExecutor(max_workers=max(1, min(options.concurrency, len(domains)))) as pool:
-        return list(pool.map(lambda domain: scrape_with_retries(domain, options), domains))
+def scrape_many(domains: list[str], fetcher: Fetcher | None = None) -> list[DomainOutcome]:
+    """Every domain's outcome, ``options.concurrency`` at a time. In a worker process the
+    fetcher is the one its initializer built."""
+    fetcher = fetcher or _worker_fetcher
+    if fetcher is None:
+        raise RuntimeError("scrape_many: no fetcher (a worker process starts with start_worker)")
+    with ThreadPoolExecutor(max_workers=max(1, min(fetcher.options.concurrency, len(domains)))) as pool:
+        return list(pool.map(lambda domain: scrape_with_retries(domain, fetcher), domains))
 
 
-def exit_with_parent(parent: int) -> None:
-    """In a worker process: exit when the flow's process is gone (a SIGKILL leaves a
-    pool's workers orphaned, idle or still fetching, for good)."""
+_worker_fetcher: Fetcher | None = None
+
+
+def start_worker(parent: int, options: BatchOptions, reach: Reach) -> None:
+    """A worker process's initializer: its fetcher for the batch, and an exit when the
+    flow's process is gone (a SIGKILL leaves a pool's workers orphaned, idle or still
+    fetching, for good)."""
+    global _worker_fetcher
+    _worker_fetcher = Fetcher(options, reach)
 
     def watch() -> None:
         while os.getppid() == parent:

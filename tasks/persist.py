@@ -1,13 +1,13 @@
-"""The batch's database steps: open it (create or adopt the row) and persist its outcome.
+"""The batch's database steps: open it (create or adopt the row), save its progress,
+persist its outcome.
 
-Each task owns its transaction through ``db.engine.unit_of_work`` and retries, with
-backoff, only when the database could not be reached.
+Each task runs one transaction on the batch's ``Database`` and retries, with backoff,
+only when the database could not be reached.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 from uuid import UUID
 
@@ -19,22 +19,18 @@ from prefect.tasks import exponential_backoff
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from scrapersky.db import batches
-from scrapersky.db.engine import prepare_embedded_database, unit_of_work
+from scrapersky.db.engine import Database
 from scrapersky.db.schema import check_schema
 from scrapersky.batch import BatchStatus, DomainOutcome
-from scrapersky.settings import Settings
 
 __all__ = [
     "open_batch",
     "save_progress",
     "persist_batch",
-    "store_outcomes",
-    "stored_outcomes",
     "DATABASE_RETRIES",
 ]
 
 DATABASE_RETRIES = 4
-logger = logging.getLogger("scrapersky.persist")
 
 
 def _database_unreachable(task: Task, run: TaskRun, state: State) -> bool:
@@ -60,6 +56,7 @@ _database_task = dict(
 
 @task(name="open-batch", **_database_task)
 def open_batch(
+    database: Database,
     *,
     batch_id: UUID,
     tenant_id: UUID,
@@ -67,12 +64,13 @@ def open_batch(
     input_summary: dict[str, int],
     options: dict[str, Any],
     flow_run_id: str | None,
+    stale_after: float,
 ) -> set[str]:
     """Mark the batch ``running`` (creating its row if needed); returns domains already done."""
 
     async def run() -> set[str]:
-        await prepare_embedded_database()
-        async with unit_of_work() as session:
+        await database.prepare()
+        async with database.session() as session:
             # The start-up schema check: a mismatch stops the batch before any work.
             schema = await session.run_sync(lambda sync: check_schema(sync.connection()))
             schema.raise_for_errors()
@@ -85,7 +83,7 @@ def open_batch(
                 options=options,
                 flow_run_id=flow_run_id,
                 schema=schema,
-                stale_after=Settings().stale_after,
+                stale_after=stale_after,
             )
 
     # Sync tasks with a short-lived loop each: an async task called from a sync flow
@@ -94,59 +92,14 @@ def open_batch(
 
 
 @task(name="save-progress", **_database_task)
-def save_progress(*, batch_id: UUID, tenant_id: UUID, outcomes: list[DomainOutcome]) -> None:
+def save_progress(database: Database, *, batch_id: UUID, tenant_id: UUID, outcomes: list[DomainOutcome]) -> None:
     """Save the outcomes known so far and move the batch's counts and progress."""
-
-    async def run() -> None:
-        async with unit_of_work() as session:
-            await batches.save_progress(session, batch_id=batch_id, tenant_id=tenant_id, outcomes=outcomes)
-
-    asyncio.run(run())
+    database.run(lambda session: batches.save_progress(
+        session, batch_id=batch_id, tenant_id=tenant_id, outcomes=outcomes))
 
 
 @task(name="persist-batch", **_database_task)
-def persist_batch(*, batch_id: UUID, tenant_id: UUID, outcomes: list[DomainOutcome]) -> BatchStatus:
+def persist_batch(database: Database, *, batch_id: UUID, tenant_id: UUID, outcomes: list[DomainOutcome]) -> BatchStatus:
     """Write every outcome, the counts, progress, status and timings in one transaction."""
-
-    async def run() -> BatchStatus:
-        async with unit_of_work() as session:
-            return await batches.record_outcomes(
-                session, batch_id=batch_id, tenant_id=tenant_id, outcomes=outcomes
-            )
-
-    return asyncio.run(run())
-
-
-def store_outcomes(batch_id: UUID, outcomes: list[DomainOutcome]) -> int:
-    """Save a sub-batch's finished outcomes; how many were saved (0 when the database
-    could not take them: the flow saves them then, with its own retries)."""
-    if not outcomes:
-        return 0
-
-    async def run() -> None:
-        async with unit_of_work() as session:
-            await batches.store_outcomes(session, batch_id=batch_id, outcomes=outcomes)
-
-    try:
-        asyncio.run(run())
-    except Exception as error:
-        logger.warning("sub-batch outcomes not saved yet (%s: %s); the flow will save them",
-                       type(error).__name__, str(error).splitlines()[0][:200] if str(error) else "")
-        return 0
-    return len(outcomes)
-
-
-def stored_outcomes(batch_id: UUID, domains: list[str]) -> dict[str, DomainOutcome]:
-    """The saved outcomes of these domains of the batch (none when the database cannot
-    be read: the domains are then recorded as failed by the caller, never lost)."""
-
-    async def run() -> dict[str, DomainOutcome]:
-        async with unit_of_work() as session:
-            saved = await batches.stored_outcomes(session, batch_id=batch_id, domains=domains)
-        return {domain: DomainOutcome(domain=domain, **entry) for domain, entry in saved.items()}
-
-    try:
-        return asyncio.run(run())
-    except Exception as error:
-        logger.warning("saved outcomes could not be read (%s)", type(error).__name__)
-        return {}
+    return database.run(lambda session: batches.record_outcomes(
+        session, batch_id=batch_id, tenant_id=tenant_id, outcomes=outcomes))

@@ -18,7 +18,7 @@ import asyncpg  # noqa: E402
 import pytest  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
-from scrapersky.db.engine import create_engine, init_schema  # noqa: E402
+from scrapersky.db.engine import Database  # noqa: E402
 from scrapersky.farm import Farm  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))  # test helpers: pgbouncer, pooler_workload
@@ -95,11 +95,7 @@ def postgres_url() -> Iterator[str]:
 
 
 async def _init(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        await init_schema(engine)
-    finally:
-        await engine.dispose()
+    await Database(url).init_schema()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -8,6 +8,8 @@ import uuid
 
 import pytest
 
+from scrapersky.settings import Settings
+
 from scrapersky.db.batches import BatchStatusReport, get_batch_status
 from scrapersky.db.engine import unit_of_work
 from scrapersky.flows.batch_scrape import batch_scrape
@@ -29,7 +31,7 @@ def options(farm: Farm, **overrides) -> BatchOptions:
 
 def status_of(batch_id: uuid.UUID, tenant_id: uuid.UUID = TENANT) -> BatchStatusReport:
     async def read() -> BatchStatusReport:
-        async with unit_of_work() as session:
+        async with Settings().database().session() as session:
             return await get_batch_status(session, batch_id, tenant_id)
 
     return asyncio.run(read())
@@ -154,12 +156,12 @@ def test_a_batch_where_everything_fails_is_still_persisted_and_the_run_fails(dat
 def test_a_defect_in_a_task_is_recorded_not_hidden(
     database: str, farm: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import scrapersky.tasks.attempt
+    import scrapersky.tasks.attempt as attempt_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("extractor bug")
 
-    monkeypatch.setattr(tasks.attempt, "extract_metadata", broken)
+    monkeypatch.setattr(attempt_module, "extract_metadata", broken)
     state, batch_id = run(["ok-1.test", "ok-2.test"], options(farm))
 
     report = status_of(batch_id)
@@ -202,7 +204,7 @@ def insert_pending(batch_id: uuid.UUID) -> None:
     from scrapersky.db.models import BatchJob
 
     async def insert() -> None:
-        async with unit_of_work() as session:
+        async with Settings().database().session() as session:
             session.add(BatchJob(batch_id=batch_id, tenant_id=TENANT, processor_type="domain_metadata",
                                  status="pending", batch_metadata={}))
 

@@ -21,7 +21,7 @@ from scrapersky.db.engine import unit_of_work
 from scrapersky.batch import BatchOptions, BatchRequest
 from scrapersky.errors import BlockedAddress, DNSFailed, DomainError
 from scrapersky.farm import Farm
-from scrapersky.settings import Reach
+from scrapersky.settings import Reach, Settings
 from scrapersky.web.fetch import build_client, fetch_homepage
 from scrapersky.web.guard import AddressPolicy, GuardedBackend
 
@@ -234,7 +234,7 @@ def test_a_batch_of_hostile_and_good_domains_completes(
     elapsed = time.monotonic() - started
 
     async def read():
-        async with unit_of_work() as session:
+        async with Settings().database().session() as session:
             return await get_batch_status(session, uuid.UUID(str(state.state_details.flow_run_id)), uuid.UUID(int=0))
 
     report = asyncio.run(read())

@@ -14,6 +14,8 @@ import uuid
 
 import pytest
 
+from scrapersky.settings import Settings
+
 from scrapersky.db.batches import get_batch_status
 from scrapersky.db.engine import unit_of_work
 from scrapersky.batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest
@@ -22,7 +24,7 @@ from scrapersky.farm import Farm
 
 def status_of(batch_id: uuid.UUID):
     async def read():
-        async with unit_of_work() as session:
+        async with Settings().database().session() as session:
             return await get_batch_status(session, batch_id, DEFAULT_TENANT_ID)
 
     return asyncio.run(read())
@@ -181,7 +183,7 @@ def insert_batch(batch_id: uuid.UUID, *, flow_run_id: str, metadata: dict | None
     from scrapersky.batch import utcnow
 
     async def insert() -> None:
-        async with unit_of_work() as session:
+        async with Settings().database().session() as session:
             session.add(BatchJob(
                 batch_id=batch_id, tenant_id=DEFAULT_TENANT_ID, processor_type="domain_metadata", status="running",
                 batch_metadata={"flow_run_id": flow_run_id, **(metadata or {})}, options={},
@@ -221,7 +223,7 @@ def test_recovery_resumes_a_vanished_run_fails_a_hopeless_one_and_leaves_a_live_
         from scrapersky.db.models import BatchJob
         from scrapersky.batch import utcnow
 
-        async with unit_of_work() as session:
+        async with Settings().database().session() as session:
             await session.execute(update(BatchJob).where(BatchJob.batch_id == batch_id).values(updated_at=utcnow()))
 
     asyncio.run(touch(live))

@@ -10,6 +10,8 @@ import uuid
 
 import pytest
 
+from scrapersky.settings import Settings
+
 from scrapersky.db.batches import BatchStatusReport, get_batch_status
 from scrapersky.db.engine import unit_of_work
 from scrapersky.flows.batch_scrape import batch_scrape
@@ -24,7 +26,7 @@ TENANT = uuid.UUID("33333333-3333-3333-3333-333333333333")
 
 def status_of(batch_id: uuid.UUID) -> BatchStatusReport:
     async def read() -> BatchStatusReport:
-        async with unit_of_work() as session:
+        async with Settings().database().session() as session:
             return await get_batch_status(session, batch_id, TENANT)
 
     return asyncio.run(read())
@@ -104,18 +106,18 @@ def test_a_large_batch_runs_in_sub_batches_with_per_domain_retries(
 def test_a_broken_sub_batch_fails_its_domains_loudly(
     database: str, farm: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import scrapersky.tasks.attempt
+    import scrapersky.tasks.attempt as attempt_module
 
     monkeypatch.setenv("SCRAPERSKY_TASK_PER_DOMAIN_MAX", "5")
     monkeypatch.setenv("SCRAPERSKY_TASK_RUNNER", "threads")
 
-    def defect(domain: str, options: BatchOptions, *, attempt: int = 1):
+    def defect(domain: str, fetcher, *, attempt: int = 1):
         if domain.startswith("ok-bad"):
             raise ZeroDivisionError("a defect in extraction")
-        return real(domain, options, attempt=attempt)
+        return real(domain, fetcher, attempt=attempt)
 
-    real = tasks.attempt.scrape_page
-    monkeypatch.setattr(tasks.attempt, "scrape_page", defect)
+    real = attempt_module.scrape_page
+    monkeypatch.setattr(attempt_module, "scrape_page", defect)
     domains = [f"ok-good{i}.test" for i in range(20)] + ["ok-bad1.test", "ok-bad2.test"]
     state = batch_scrape(BatchRequest(domains=domains, tenant_id=TENANT, options=BatchOptions(retries=2)),
                          return_state=True)
@@ -141,7 +143,7 @@ def test_sub_batches_run_on_a_dask_cluster(database: str, farm: Farm, monkeypatc
             BatchRequest(domains=domains, tenant_id=TENANT, options=BatchOptions(retries=1, retry_backoff=0.01)),
             return_state=True,
         )
-        ran_here = client.run(lambda: "tasks.scrape" in __import__("sys").modules)
+        ran_here = client.run(lambda: "scrapersky.tasks.scrape" in __import__("sys").modules)
 
     report = status_of(uuid.UUID(str(state.state_details.flow_run_id)))
     assert (report.status, report.completed_domains, report.failed_domains) == ("partial", 60, 1)
@@ -149,22 +151,24 @@ def test_sub_batches_run_on_a_dask_cluster(database: str, farm: Farm, monkeypatc
     assert any(ran_here.values()), ran_here  # the sub-batches ran in the cluster's workers
 
 
-def test_a_sub_batch_that_dies_keeps_what_it_saved(database: str, farm: Farm, monkeypatch: pytest.MonkeyPatch) -> None:
-    import scrapersky.tasks.scrape
+def test_a_sub_batch_that_dies_keeps_what_it_delivered(
+    database: str, farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import scrapersky.tasks.scrape as scrape_module
 
     monkeypatch.setenv("SCRAPERSKY_TASK_PER_DOMAIN_MAX", "5")
     monkeypatch.setenv("SCRAPERSKY_TASK_RUNNER", "threads")
-    real = tasks.scrape.scrape_with_retries
+    real = scrape_module.scrape_with_retries
 
-    def dying(domain: str, options: BatchOptions):
-        if domain == "ok-slow.test":  # finishes after the sub-batch's first save interval
-            time.sleep(tasks.scrape.SAVE_INTERVAL + 0.3)
+    def dying(domain: str, fetcher):
+        if domain == "ok-slow.test":  # finishes late, but before the sub-batch breaks
+            time.sleep(1.0)
         if domain == "ok-dies.test":  # then the sub-batch itself breaks (as a killed worker would)
-            time.sleep(tasks.scrape.SAVE_INTERVAL + 1.0)
+            time.sleep(2.0)
             raise RuntimeError("the worker went away")
-        return real(domain, options)
+        return real(domain, fetcher)
 
-    monkeypatch.setattr(tasks.scrape, "scrape_with_retries", dying)
+    monkeypatch.setattr(scrape_module, "scrape_with_retries", dying)
     domains = [f"ok-kept{i}.test" for i in range(10)] + ["ok-slow.test", "ok-dies.test"]
     state = batch_scrape(BatchRequest(domains=domains, tenant_id=TENANT, options=BatchOptions(concurrency=12)),
                          return_state=True)

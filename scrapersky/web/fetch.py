@@ -39,9 +39,8 @@ from scrapersky.errors import (
     TLSFailed,
     TooManyRedirects,
 )
-from scrapersky.settings import Reach
 
-from .guard import GuardedBackend
+from .guard import GuardedBackend, Reach
 
 __all__ = ["Page", "build_client", "client_for", "fetch_homepage", "fetch_url", "HTML_MEDIA_TYPES"]
 
@@ -317,3 +316,24 @@ def _translate(exc: httpx.HTTPError) -> DomainError:
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
         return BadRedirect(f"redirected to an unusable URL: {detail}", final_url=url)
     return NetworkFailed(f"{type(exc).__name__}: {detail}", final_url=url)
+
+
+class Fetcher:  # interim: replaced by the fetch layer's own (wt-fetch)
+    def __init__(self, options: BatchOptions, reach: Reach = Reach()) -> None:
+        self.options = options
+        self.client = build_client(options, reach)
+
+    def homepage(self, domain: str) -> Page:
+        return fetch_homepage(self.client, domain, options=self.options)
+
+    def follow(self, url: str) -> Page:
+        return fetch_url(self.client, url, options=self.options)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "Fetcher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
