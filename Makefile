@@ -17,4 +17,5 @@ demo: install
 
 test: install
 	bash tests/services.sh
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest
