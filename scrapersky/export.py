@@ -7,10 +7,11 @@ import json
 from collections.abc import Iterator
 from typing import IO, Any
 
+from scrapersky.metadata.contacts import SOCIAL_NETWORKS
+from scrapersky.metadata.tech_stack import CATEGORIES as TECH_CATEGORIES
+
 __all__ = ["CSV_COLUMNS", "flat_row", "write_csv", "write_jsonl"]
 
-SOCIAL_NETWORKS = ("facebook", "x", "linkedin", "instagram", "youtube", "tiktok", "pinterest", "github")
-TECH_CATEGORIES = ("cms", "builders_plugins", "analytics", "frameworks", "widgets")
 CSV_COLUMNS = (
     "domain", "status", "attempts", "http_status", "final_url", "elapsed_ms", "error_type", "error",
     "truncated", "started_at", "finished_at",

@@ -139,6 +139,15 @@ _SOCIAL: dict[str, tuple[tuple[str, ...], re.Pattern[str], re.Pattern[str]]] = {
 }
 
 
+#: The networks whose profiles are kept, in the order exports list them.
+SOCIAL_NETWORKS: tuple[str, ...] = tuple(_SOCIAL)
+#: What the href of a link that may be a social profile contains: a cheap first filter
+#: over every link of a page (``social_profile`` decides).
+SOCIAL_HREF_MARKERS: tuple[str, ...] = tuple(
+    "pinterest." if host == "pinterest.com" else host for hosts, _, _ in _SOCIAL.values() for host in hosts
+)
+
+
 def social_profile(url: str) -> tuple[str, str] | None:
     """(network, profile URL) for a link to a social profile; share and intent links are not."""
     try:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from scrapersky.errors import EmptyBody, NotHTML
 
-from .contacts import email_from_mailto, emails_in, phone_from_tel, phones_in, region_hint, social_profile
+from .contacts import SOCIAL_HREF_MARKERS, email_from_mailto, emails_in, phone_from_tel, phones_in, region_hint, social_profile
 from .structured_data import Organization, json_ld_items, organization_in, website_name_in
 from .tech_stack import Evidence, TechStack
 
@@ -34,9 +34,7 @@ _SNIFF_BYTES = 1024
 _TEXT_LIMIT = 200_000  # characters of visible text searched for addresses and numbers
 _URL_ATTRIBUTES = ("src", "href", "action", "data-src")
 _CONTACT_HREF = re.compile(
-    r"^\s*(?:mailto:|tel:)|facebook\.com|fb\.com|twitter\.com|//(?:www\.)?x\.com|linkedin\.com"
-    r"|instagram\.com|youtube\.com|tiktok\.com|pinterest\.|github\.com",
-    re.IGNORECASE,
+    r"^\s*(?:mailto:|tel:)|" + "|".join(re.escape(marker) for marker in SOCIAL_HREF_MARKERS), re.IGNORECASE
 )
 _LOGO = re.compile(r"logo", re.IGNORECASE)
 _REFRESH = re.compile(r"^\s*\d+(?:\.\d*)?\s*[;,]\s*(?:url\s*=\s*)?['\"]?([^'\"\s][^'\"]*)", re.IGNORECASE)
@@ -84,10 +82,7 @@ class _Body:
     # Links to a mailbox, a phone or a social profile (chosen in C, among hundreds).
     _CONTACT_LINKS = etree.XPath(
         "//a[starts-with(@href, 'mailto:') or starts-with(@href, 'tel:') or starts-with(@href, 'MAILTO:')"
-        " or contains(@href, 'facebook.com') or contains(@href, 'fb.com/') or contains(@href, 'twitter.com')"
-        " or contains(@href, 'x.com/') or contains(@href, 'linkedin.com') or contains(@href, 'instagram.com')"
-        " or contains(@href, 'youtube.com') or contains(@href, 'tiktok.com') or contains(@href, 'pinterest.')"
-        " or contains(@href, 'github.com')]/@href",
+        + "".join(f" or contains(@href, '{marker}')" for marker in SOCIAL_HREF_MARKERS) + "]/@href",
         smart_strings=False,
     )
     _INLINE_SCRIPTS = etree.XPath("//script[not(@src)]/text()", smart_strings=False)
