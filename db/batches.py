@@ -14,7 +14,8 @@ from sqlalchemy import case, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from scrapersky.batch import BatchStatus, DomainOutcome, DomainStatus, batch_status_for, utcnow
+from scrapersky.batch import BatchOptions, BatchStatus, DomainOutcome, DomainStatus, batch_status_for, utcnow
+from scrapersky.domains import DomainPlan
 from scrapersky.errors import BatchAlreadyRunning, BatchNotFound, SubmitFailed
 
 from .models import BatchJob, DomainResult
@@ -23,6 +24,7 @@ from .schema import LEGACY_FILLS, SchemaReport
 __all__ = [
     "PROCESSOR_TYPE",
     "BatchStatusReport",
+    "NewBatch",
     "register_batch",
     "note_flow_run",
     "open_batch",
@@ -79,14 +81,27 @@ def _finish(row: BatchJob, status: BatchStatus) -> None:
     row.updated_at = now
 
 
+@dataclass(frozen=True)
+class NewBatch:
+    """A batch as it is recorded when it is registered or opened: its owner, every
+    entry it was given (valid domains and invalid ones) and its options."""
+
+    batch_id: UUID
+    tenant_id: UUID
+    domains: list[str]
+    input_summary: dict[str, int]
+    options: dict[str, Any]
+
+    @classmethod
+    def of(cls, batch_id: UUID, tenant_id: UUID, plan: DomainPlan, options: BatchOptions) -> NewBatch:
+        return cls(batch_id, tenant_id, plan.domains + list(plan.invalid), plan.summary(),
+                   options.model_dump(mode="json"))
+
+
 async def open_batch(
     session: AsyncSession,
+    batch: NewBatch,
     *,
-    batch_id: UUID,
-    tenant_id: UUID,
-    domains: Iterable[str],
-    input_summary: dict[str, int],
-    options: dict[str, Any],
     flow_run_id: str | None,
     schema: SchemaReport,
     stale_after: float = 900.0,
@@ -99,6 +114,7 @@ async def open_batch(
     domain_results), so a recovery knows them. Returns the domains an earlier run of
     this batch already completed.
     """
+    batch_id, tenant_id, domains = batch.batch_id, batch.tenant_id, batch.domains
     now = utcnow()
     row = await _lock(session, batch_id)
     if row is None:
@@ -115,9 +131,9 @@ async def open_batch(
     statuses: dict[str, dict[str, Any]] = dict(metadata.get("domain_statuses") or {})
     statuses.update(await _saved_outcomes(session, batch_id))
     keys = set(statuses) | set(domains)
-    metadata.update(flow_run_id=flow_run_id, input=input_summary)
+    metadata.update(flow_run_id=flow_run_id, input=batch.input_summary)
     row.batch_metadata = metadata
-    row.options = options
+    row.options = batch.options
     row.total_domains = len(keys)
     row.status = BatchStatus.RUNNING
     row.start_time = now
@@ -148,32 +164,22 @@ async def _insert_pending(session: AsyncSession, batch_id: UUID, tenant_id: UUID
     return row
 
 
-async def register_batch(
-    session: AsyncSession,
-    *,
-    batch_id: UUID,
-    tenant_id: UUID,
-    domains: Iterable[str],
-    input_summary: dict[str, int],
-    options: dict[str, Any],
-    schema: SchemaReport,
-) -> bool:
+async def register_batch(session: AsyncSession, batch: NewBatch, *, schema: SchemaReport) -> bool:
     """Create a batch ``pending``, its domains recorded, before any run picks it up.
 
     Returns False when the tenant's batch exists already (the same submission again);
     another tenant's batch id is refused.
     """
-    row = await _lock(session, batch_id)
+    row = await _lock(session, batch.batch_id)
     if row is not None:
-        if row.tenant_id != tenant_id:
-            raise SubmitFailed(f"batch id {batch_id} is taken: choose another one")
+        if row.tenant_id != batch.tenant_id:
+            raise SubmitFailed(f"batch id {batch.batch_id} is taken: choose another one")
         return False
-    row = await _insert_pending(session, batch_id, tenant_id, schema)
-    domains = list(domains)
-    row.batch_metadata = {"input": input_summary}
-    row.options = options
-    row.total_domains = len(domains)
-    await _record_domains(session, batch_id, domains)
+    row = await _insert_pending(session, batch.batch_id, batch.tenant_id, schema)
+    row.batch_metadata = {"input": batch.input_summary}
+    row.options = batch.options
+    row.total_domains = len(batch.domains)
+    await _record_domains(session, batch.batch_id, batch.domains)
     return True
 
 

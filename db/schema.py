@@ -33,12 +33,13 @@ from sqlalchemy import (
     types,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrapersky.errors import SchemaMismatch
 
 from .models import Base, BatchJob
 
-__all__ = ["SchemaReport", "check_schema", "LEGACY_FILLS"]
+__all__ = ["SchemaReport", "check_schema", "checked_schema", "LEGACY_FILLS"]
 
 #: ScraperSky's batch_jobs has these extra columns; when one is NOT NULL without a
 #: default (id_uuid is, in the production schema), new rows get these values.
@@ -159,4 +160,12 @@ def check_schema(connection: Connection) -> SchemaReport:
                     "batch_jobs.batch_id has no unique constraint (recommended: "
                     "CREATE UNIQUE INDEX ON batch_jobs (batch_id))"
                 )
+    return report
+
+
+async def checked_schema(session: AsyncSession) -> SchemaReport:
+    """The live schema's report; SchemaMismatch when a batch cannot be written to it
+    (checked before any work: a mismatch never fails a batch halfway)."""
+    report = await session.run_sync(lambda sync: check_schema(sync.connection()))
+    report.raise_for_errors()
     return report

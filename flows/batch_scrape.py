@@ -12,6 +12,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from scrapersky.batch import BatchRequest, BatchStatus, DomainOutcome
 from scrapersky.db import batches
+from scrapersky.db.batches import NewBatch
 from scrapersky.domains import DomainPlan, plan_domains
 from scrapersky.settings import current_settings
 from scrapersky.tasks.persist import open_batch, persist_batch
@@ -67,14 +68,8 @@ def batch_scrape(batch: BatchRequest) -> BatchStatus | State:
     plan = plan_domains(batch.domains, max_batch_size=settings.max_batch_size)
 
     already_done = open_batch(
-        database,
-        batch_id=batch_id,
-        tenant_id=batch.tenant_id,
-        domains=plan.domains + list(plan.invalid),
-        input_summary=plan.summary(),
-        options=options.model_dump(mode="json"),
-        flow_run_id=runtime.flow_run.id,
-        stale_after=settings.stale_after,
+        database, NewBatch.of(batch_id, batch.tenant_id, plan, options),
+        flow_run_id=runtime.flow_run.id, stale_after=settings.stale_after,
     )
     to_fetch = [domain for domain in plan.domains if domain not in already_done]
     progress = ProgressRecorder(database, batch_id=batch_id, tenant_id=batch.tenant_id, total=len(to_fetch))

@@ -87,6 +87,15 @@ def _read_status(settings: Settings, batch_id: UUID, tenant_id: UUID):
     return _database(database.call(lambda session: get_batch_status(session, batch_id, tenant_id)), database)
 
 
+def _stored_batch(batch_id: UUID, tenant: UUID | None):
+    """The batch as stored, for ``status`` and ``export``; a missing one is one line."""
+    settings = _settings()
+    try:
+        return _read_status(settings, batch_id, tenant or settings.tenant_id)
+    except ScraperSkyError as exc:
+        raise _fail(str(exc)) from None
+
+
 def _print_status(report, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))
@@ -289,11 +298,7 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Show a batch's status and its domains' outcomes."""
-    settings = _settings()
-    try:
-        report = _read_status(settings, batch_id, tenant or settings.tenant_id)
-    except ScraperSkyError as exc:
-        raise _fail(str(exc)) from None
+    report = _stored_batch(batch_id, tenant)
     _print_status(report, as_json)
 
 
@@ -312,11 +317,7 @@ def export(
     """Write one row per domain: its status and its metadata."""
     from .export import write_csv, write_jsonl
 
-    settings = _settings()
-    try:
-        report = _read_status(settings, batch_id, tenant or settings.tenant_id)
-    except ScraperSkyError as exc:
-        raise _fail(str(exc)) from None
+    report = _stored_batch(batch_id, tenant)
     write = write_csv if format is ExportFormat.csv else write_jsonl
     if output is None:
         write(report, sys.stdout)

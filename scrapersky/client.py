@@ -22,8 +22,8 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
 from scrapersky.db import batches
-from scrapersky.db.batches import BatchStatusReport
-from scrapersky.db.schema import check_schema
+from scrapersky.db.batches import BatchStatusReport, NewBatch
+from scrapersky.db.schema import checked_schema
 
 from .batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest, BatchStatus
 from .domains import plan_domains
@@ -58,17 +58,8 @@ async def submit_batch(
 
     await database.prepare()
     async with database.session() as session:
-        schema = await session.run_sync(lambda sync: check_schema(sync.connection()))
-        schema.raise_for_errors()
-        await batches.register_batch(
-            session,
-            batch_id=request.batch_id,
-            tenant_id=tenant_id,
-            domains=plan.domains + list(plan.invalid),
-            input_summary=plan.summary(),
-            options=(options or settings.batch_options()).model_dump(mode="json"),
-            schema=schema,
-        )
+        batch = NewBatch.of(request.batch_id, tenant_id, plan, options or settings.batch_options())
+        await batches.register_batch(session, batch, schema=await checked_schema(session))
 
     try:
         flow_run_id = await _trigger(deployment, request)

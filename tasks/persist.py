@@ -8,7 +8,6 @@ only when the database could not be reached.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 from uuid import UUID
 
 from prefect import Task, task
@@ -20,7 +19,8 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from scrapersky.db import batches
 from scrapersky.db.engine import Database
-from scrapersky.db.schema import check_schema
+from scrapersky.db.batches import NewBatch
+from scrapersky.db.schema import checked_schema
 from scrapersky.batch import BatchStatus, DomainOutcome
 
 __all__ = [
@@ -55,39 +55,17 @@ _database_task = dict(
 
 
 @task(name="open-batch", **_database_task)
-def open_batch(
-    database: Database,
-    *,
-    batch_id: UUID,
-    tenant_id: UUID,
-    domains: list[str],
-    input_summary: dict[str, int],
-    options: dict[str, Any],
-    flow_run_id: str | None,
-    stale_after: float,
-) -> set[str]:
+def open_batch(database: Database, batch: NewBatch, *, flow_run_id: str | None, stale_after: float) -> set[str]:
     """Mark the batch ``running`` (creating its row if needed); returns domains already done."""
 
     async def run() -> set[str]:
         await database.prepare()
         async with database.session() as session:
-            # The start-up schema check: a mismatch stops the batch before any work.
-            schema = await session.run_sync(lambda sync: check_schema(sync.connection()))
-            schema.raise_for_errors()
+            schema = await checked_schema(session)  # a mismatch stops the batch before any work
             return await batches.open_batch(
-                session,
-                batch_id=batch_id,
-                tenant_id=tenant_id,
-                domains=domains,
-                input_summary=input_summary,
-                options=options,
-                flow_run_id=flow_run_id,
-                schema=schema,
-                stale_after=stale_after,
+                session, batch, flow_run_id=flow_run_id, schema=schema, stale_after=stale_after
             )
 
-    # Sync tasks with a short-lived loop each: an async task called from a sync flow
-    # hands back a coroutine, and asyncpg connections must not cross event loops.
     return asyncio.run(run())
 
 

@@ -50,8 +50,7 @@ async def worker(engine, schema, rounds: int, errors: Counter) -> int:
         try:
             async with transaction(engine) as session:
                 await batches.open_batch(
-                    session, batch_id=batch_id, tenant_id=TENANT, domains=domains,
-                    input_summary={}, options={}, flow_run_id=None, schema=schema,
+                    session, batches.NewBatch(batch_id, TENANT, domains, {}, {}), flow_run_id=None, schema=schema,
                 )
             async with transaction(engine) as session:
                 await batches.record_outcomes(
