@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -16,8 +15,9 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .batch import DEFAULT_TENANT_ID, BatchOptions
-from scrapersky.web.connect_to import ConnectTo
 from .errors import ConfigError
+from .web.connect_to import ConnectTo
+from .web.guard import Reach
 
 __all__ = ["Settings", "Reach", "DEFAULT_DATABASE_URL", "DEFAULT_MAX_BATCH_SIZE"]
 
@@ -26,16 +26,6 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///scrapersky.db"
 DEFAULT_MAX_BATCH_SIZE = 10_000
 DEFAULT_STALE_AFTER = 900.0
 DEFAULT_TASK_PER_DOMAIN_MAX = 250
-
-
-@dataclass(frozen=True)
-class Reach:
-    """Where fetches may connect: connect-to routing, and networks allowed beyond the
-    public internet. The operator's (environment, CLI), never a run parameter: a
-    tenant submitting a batch cannot point the scraper at an internal service."""
-
-    connect_to: tuple[str, ...] = ()
-    allow_networks: tuple[str, ...] = ()
 
 
 class Settings(BaseSettings, BatchOptions):
@@ -59,7 +49,7 @@ class Settings(BaseSettings, BatchOptions):
     task_runner: Literal["auto", "threads", "processes", "dask"] = "auto"
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     dask_address: str | None = None
-    # Network reach: the operator's, never a run parameter (see tasks/network.py).
+    # Network reach: the operator's, never a run parameter (see scrapersky/web/guard.py).
     connect_to: Annotated[tuple[str, ...], NoDecode] = ()
     allow_networks: Annotated[tuple[str, ...], NoDecode] = ()
 
@@ -90,6 +80,8 @@ class Settings(BaseSettings, BatchOptions):
         return networks
 
     def reach(self) -> Reach:
+        """The operator's reach (SCRAPERSKY_CONNECT_TO, SCRAPERSKY_ALLOW_NETWORKS), as
+        the value ``scrapersky.web`` takes."""
         return Reach(connect_to=self.connect_to, allow_networks=self.allow_networks)
 
     def batch_options(self, **overrides: Any) -> BatchOptions:

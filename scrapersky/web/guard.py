@@ -13,13 +13,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import httpcore
 
-from scrapersky.web.connect_to import ConnectTo
 from scrapersky.errors import BlockedAddress, ConfigError, ConnectFailed, DNSFailed
-from scrapersky.settings import Reach
+
+from .connect_to import ConnectTo
 
 __all__ = ["Reach", "AddressPolicy", "Resolver", "system_resolver", "GuardedBackend"]
 
@@ -30,6 +31,18 @@ Resolver = Callable[[str, int], list[str]]
 _NAME_NOT_FOUND = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _MAX_ADDRESSES = 4  # addresses of one name tried at most
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Where fetches may connect: connect-to routing, and networks allowed beyond the
+    public internet. The operator's (environment, CLI), never a run parameter: a
+    tenant submitting a batch cannot point the scraper at an internal service.
+    ``scrapersky.settings.Settings.reach()`` reads it from the environment; this
+    package only ever receives it as a value."""
+
+    connect_to: tuple[str, ...] = ()
+    allow_networks: tuple[str, ...] = ()
 
 
 def system_resolver(host: str, port: int) -> list[str]:
