@@ -7,7 +7,6 @@ in under a second (a Python with Prefect imported takes about 2.5 s).
 
 from __future__ import annotations
 
-import functools
 import os
 import random
 import threading
@@ -16,21 +15,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 from scrapersky.batch import BatchOptions, DomainOutcome, DomainStatus, utcnow
 from scrapersky.errors import DomainError, TooManyRedirects
-from scrapersky.settings import Reach, Settings
-
 from scrapersky.metadata.extract import extract_metadata
-from scrapersky.web.fetch import client_for, fetch_homepage, fetch_url
+from scrapersky.web import Fetcher, Reach
 
 __all__ = ["scrape_page", "scrape_with_retries", "scrape_many", "outcome_from_error", "exit_with_parent"]
 
 
-def scrape_page(domain: str, options: BatchOptions, *, attempt: int = 1) -> DomainOutcome:
+def scrape_page(domain: str, options: BatchOptions, *, fetcher: Fetcher, attempt: int = 1) -> DomainOutcome:
     """One attempt at a domain: fetch its homepage (meta refreshes followed), extract."""
     started_at = utcnow()
     clock = time.perf_counter()
     try:
-        client = client_for(options, _reach())
-        page = fetch_homepage(client, domain, options=options)
+        page = fetcher.homepage(domain)
         metadata = extract_metadata(page.body, page.headers, page.url)
         # A <meta http-equiv=refresh> is a redirect too: followed, within the same limit.
         hops = 0
@@ -40,7 +36,7 @@ def scrape_page(domain: str, options: BatchOptions, *, attempt: int = 1) -> Doma
                 raise TooManyRedirects(
                     f"meta refresh chain longer than {options.max_redirects}", final_url=page.url
                 )
-            page = fetch_url(client, metadata.refresh_url, options=options)
+            page = fetcher.follow(metadata.refresh_url)
             metadata = extract_metadata(page.body, page.headers, page.url)
     except DomainError as error:
         error.attempts = attempt
@@ -61,23 +57,13 @@ def scrape_page(domain: str, options: BatchOptions, *, attempt: int = 1) -> Doma
     )
 
 
-def _reach() -> Reach:
-    """The operator's reach (SCRAPERSKY_CONNECT_TO, SCRAPERSKY_ALLOW_NETWORKS)."""
-    return _reach_from(os.environ.get("SCRAPERSKY_CONNECT_TO"), os.environ.get("SCRAPERSKY_ALLOW_NETWORKS"))
-
-
-@functools.lru_cache(maxsize=8)
-def _reach_from(connect_to: str | None, allow_networks: str | None) -> Reach:
-    return Settings().reach()
-
-
-def scrape_with_retries(domain: str, options: BatchOptions) -> DomainOutcome:
+def scrape_with_retries(domain: str, options: BatchOptions, *, fetcher: Fetcher) -> DomainOutcome:
     """A domain's outcome after at most ``1 + options.retries`` attempts, with the
     per-domain task's policy (transient errors only, exponential backoff with jitter,
     Retry-After honoured up to a cap), for domains scraped inside a sub-batch task."""
     for attempt in range(1, options.retries + 2):
         try:
-            return scrape_page(domain, options, attempt=attempt)
+            return scrape_page(domain, options, fetcher=fetcher, attempt=attempt)
         except DomainError as error:
             if not error.retryable or attempt > options.retries:
                 return outcome_from_error(domain, error)
@@ -91,10 +77,13 @@ def scrape_with_retries(domain: str, options: BatchOptions) -> DomainOutcome:
     raise AssertionError("unreachable")
 
 
-def scrape_many(domains: list[str], options: BatchOptions) -> list[DomainOutcome]:
-    """Every domain's outcome, ``options.concurrency`` at a time (in a worker process)."""
-    with ThreadPoolExecutor(max_workers=max(1, min(options.concurrency, len(domains)))) as pool:
-        return list(pool.map(lambda domain: scrape_with_retries(domain, options), domains))
+def scrape_many(domains: list[str], options: BatchOptions, reach: Reach) -> list[DomainOutcome]:
+    """Every domain's outcome, ``options.concurrency`` at a time (in a worker process),
+    through one Fetcher for ``reach`` (the operator's, handed over by the flow)."""
+    with Fetcher(options, reach) as fetcher, ThreadPoolExecutor(
+        max_workers=max(1, min(options.concurrency, len(domains)))
+    ) as pool:
+        return list(pool.map(lambda domain: scrape_with_retries(domain, options, fetcher=fetcher), domains))
 
 
 def exit_with_parent(parent: int) -> None:

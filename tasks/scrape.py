@@ -25,6 +25,8 @@ from prefect.tasks import exponential_backoff
 
 from scrapersky.batch import BatchOptions, DomainOutcome
 from scrapersky.errors import DomainError
+from scrapersky.settings import Settings
+from scrapersky.web import Fetcher
 
 from .attempt import outcome_from_error, scrape_many, scrape_page, scrape_with_retries
 from .persist import store_outcomes
@@ -71,7 +73,9 @@ def scrape_domain(domain: str, options: BatchOptions, batch_id: UUID) -> DomainO
     """One domain's outcome; raises a DomainError (with timings) when it fails."""
     attempt = task_run.run_count
     try:
-        return scrape_page(domain, options, attempt=attempt)
+        # The operator's reach, read here for now (a Fetcher per task run: one domain).
+        with Fetcher(options, Settings().reach()) as fetcher:
+            return scrape_page(domain, options, fetcher=fetcher, attempt=attempt)
     except DomainError as error:
         if error.retryable and error.retry_after and attempt <= options.retries:
             # The server said when to come back (429, 503): wait that long, up to a cap,
@@ -122,16 +126,18 @@ def scrape_domains(
     what was in flight.
     """
     executor = _POOLS.get(pool) if pool else None
+    reach = Settings().reach()  # the operator's, read here for now
     outcomes: list[DomainOutcome] = []
     stored = 0
     last_save = time.monotonic()
     with contextlib.ExitStack() as stack:
         if executor is None:
+            fetcher = stack.enter_context(Fetcher(options, reach))  # closed after the threads are done
             executor = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, min(options.concurrency, len(domains)))))
-            pieces = [executor.submit(scrape_with_retries, domain, options) for domain in domains]
+            pieces = [executor.submit(scrape_with_retries, domain, options, fetcher=fetcher) for domain in domains]
         else:
             size = 4 * options.concurrency  # a worker process's share, a few rounds of its threads
-            pieces = [executor.submit(scrape_many, domains[start:start + size], options)
+            pieces = [executor.submit(scrape_many, domains[start:start + size], options, reach)
                       for start in range(0, len(domains), size)]
         stack.callback(lambda: [piece.cancel() for piece in pieces])  # after a failure
         for piece in concurrent.futures.as_completed(pieces):
