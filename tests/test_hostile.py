@@ -21,9 +21,7 @@ from scrapersky.db.engine import unit_of_work
 from scrapersky.batch import BatchOptions, BatchRequest
 from scrapersky.errors import BlockedAddress, DNSFailed, DomainError
 from scrapersky.farm import Farm
-from scrapersky.settings import Reach
-from scrapersky.web.fetch import build_client, fetch_homepage
-from scrapersky.web.guard import AddressPolicy, GuardedBackend
+from scrapersky.web import AddressPolicy, Fetcher, GuardedBackend, Reach
 
 NX_SUFFIX = ".scrapersky-nx.example"
 FAST = dict(connect_timeout=2, read_timeout=1, total_timeout=4, retries=1, retry_backoff=0.1, max_redirects=3)
@@ -45,9 +43,9 @@ def stub_dns(monkeypatch: pytest.MonkeyPatch) -> None:
 def fetch(farm: Farm, domain: str, **overrides) -> tuple[str, float, object]:
     options = BatchOptions(**{**FAST, **overrides})
     started = time.monotonic()
-    with build_client(options, Reach(connect_to=tuple(farm.connect_to()))) as client:
+    with Fetcher(options, Reach(connect_to=tuple(farm.connect_to()))) as fetcher:
         try:
-            page = fetch_homepage(client, domain, options=options)
+            page = fetcher.homepage(domain)
         except DomainError as error:
             return error.error_type, time.monotonic() - started, error
     return "completed", time.monotonic() - started, page
@@ -199,8 +197,8 @@ def test_proxy_environment_variables_are_used(farm: Farm, monkeypatch: pytest.Mo
     monkeypatch.setenv("NO_PROXY", "")
     options = BatchOptions(**FAST)
     reach = Reach(connect_to=(f"*.example:443:127.0.0.1:{farm.refused_port}",))
-    with build_client(options, reach) as client:
-        page = fetch_homepage(client, "ok-proxied.example", options=options)
+    with Fetcher(options, reach) as fetcher:
+        page = fetcher.homepage("ok-proxied.example")
     assert page.url == "http://ok-proxied.example/"
     assert farm.hits["ok-proxied.example"] == 1
 

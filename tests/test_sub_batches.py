@@ -109,10 +109,10 @@ def test_a_broken_sub_batch_fails_its_domains_loudly(
     monkeypatch.setenv("SCRAPERSKY_TASK_PER_DOMAIN_MAX", "5")
     monkeypatch.setenv("SCRAPERSKY_TASK_RUNNER", "threads")
 
-    def defect(domain: str, options: BatchOptions, *, attempt: int = 1):
+    def defect(domain: str, options: BatchOptions, *, fetcher, attempt: int = 1):
         if domain.startswith("ok-bad"):
             raise ZeroDivisionError("a defect in extraction")
-        return real(domain, options, attempt=attempt)
+        return real(domain, options, fetcher=fetcher, attempt=attempt)
 
     real = tasks.attempt.scrape_page
     monkeypatch.setattr(tasks.attempt, "scrape_page", defect)
@@ -156,13 +156,13 @@ def test_a_sub_batch_that_dies_keeps_what_it_saved(database: str, farm: Farm, mo
     monkeypatch.setenv("SCRAPERSKY_TASK_RUNNER", "threads")
     real = tasks.scrape.scrape_with_retries
 
-    def dying(domain: str, options: BatchOptions):
+    def dying(domain: str, options: BatchOptions, *, fetcher):
         if domain == "ok-slow.test":  # finishes after the sub-batch's first save interval
             time.sleep(tasks.scrape.SAVE_INTERVAL + 0.3)
         if domain == "ok-dies.test":  # then the sub-batch itself breaks (as a killed worker would)
             time.sleep(tasks.scrape.SAVE_INTERVAL + 1.0)
             raise RuntimeError("the worker went away")
-        return real(domain, options)
+        return real(domain, options, fetcher=fetcher)
 
     monkeypatch.setattr(tasks.scrape, "scrape_with_retries", dying)
     domains = [f"ok-kept{i}.test" for i in range(10)] + ["ok-slow.test", "ok-dies.test"]
