@@ -105,32 +105,51 @@ def test_the_redirect_to_loopback_never_connects(farm: Farm) -> None:
     assert farm.trap.connections == 0
 
 
-def test_a_name_resolving_to_loopback_through_etc_hosts_is_blocked(farm: Farm) -> None:
-    """Ordinary name resolution (/etc/hosts), no connect-to rule: blocked, no connection."""
-    name = f"ssrf-{uuid.uuid4().hex[:8]}.scrapersky-check.example"
-    marker = "# scrapersky test entry"
-    hosts = Path("/etc/hosts")
-    listeners = []
-    for port in (443, 80):
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", port))  # the tests run as root, like CI
-        listener.listen(4)
-        listener.setblocking(False)
-        listeners.append(listener)
-    original = hosts.read_text()
+def _private_mounts_work() -> bool:
     try:
-        hosts.write_text(original + f"127.0.0.1 {name} {marker}\n")
-        assert socket.gethostbyname(name) == "127.0.0.1"  # the name really resolves there
-        found, _, error = fetch(farm, name)
-        assert found == "blocked_address", error
+        return subprocess.run(["unshare", "--mount", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def test_a_name_resolving_to_loopback_through_etc_hosts_is_blocked(tmp_path: Path) -> None:
+    """Ordinary name resolution (/etc/hosts), no connect-to rule: blocked, no connection.
+
+    The fetch runs in a child process with a private mount namespace, where a copy of
+    /etc/hosts with the name in it is bind-mounted over /etc/hosts: the real file is
+    never written, so a crash cannot leave it changed."""
+    if not _private_mounts_work():
+        pytest.skip("needs `unshare --mount` (root, CAP_SYS_ADMIN)")
+    name = f"ssrf-{uuid.uuid4().hex[:8]}.scrapersky-check.example"
+    hosts = tmp_path / "hosts"
+    hosts.write_text(Path("/etc/hosts").read_text() + f"\n127.0.0.1 {name}\n")
+    listeners = []
+    try:
+        for port in (443, 80):
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", port))  # the tests run as root, like CI
+            listener.listen(4)
+            listener.setblocking(False)
+            listeners.append(listener)
+        child = Path(__file__).with_name("etc_hosts_check.py")
+        run = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             'mount --bind "$1" /etc/hosts && shift && exec "$@"', "sh", str(hosts), sys.executable, str(child), name],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert run.returncode == 0, run.stderr
+        report = json.loads(run.stdout)
+        assert report["resolved"] == "127.0.0.1"  # the name really resolves there, through /etc/hosts
+        assert report["outcome"] == "blocked_address", report
+        assert "loopback" in report["error"]
         for listener in listeners:
             with pytest.raises(BlockingIOError):
                 listener.accept()  # no connection ever arrived
     finally:
-        hosts.write_text(original)
         for listener in listeners:
             listener.close()
+    assert name not in Path("/etc/hosts").read_text()  # the real file never saw the name
 
 
 @pytest.mark.parametrize(
