@@ -264,6 +264,8 @@ class Fetcher:
                     request = response.next_request
                 finally:
                     response.close()
+            if request.url.scheme not in ("http", "https"):  # whatever the transport would do
+                raise BadRedirect(f"redirected to an unusable URL: {request.url}", final_url=str(request.url))
         raise TooManyRedirects(f"more than {options.max_redirects} redirects", final_url=str(request.url))
 
     def _check_robots(self, domain: str, *, deadline: float) -> None:
@@ -332,6 +334,7 @@ def _read_capped(response: httpx.Response, *, deadline: float, options: BatchOpt
     """At most max_page_bytes of the decoded body; memory never holds more than that."""
     cap = options.max_page_bytes
     decoder = _decoder(response)
+    raw_deflate_tried = False
     chunks: list[bytes] = []
     size = 0
     for raw in response.iter_raw():  # as received: a chunk size would wait to fill it
@@ -343,8 +346,13 @@ def _read_capped(response: httpx.Response, *, deadline: float, options: BatchOpt
                 try:
                     data = decoder.decompress(pending, cap - size)
                 except zlib.error as error:
-                    if size == 0 and response.headers.get("content-encoding", "").strip().lower() == "deflate":
+                    if (
+                        size == 0
+                        and not raw_deflate_tried
+                        and response.headers.get("content-encoding", "").strip().lower() == "deflate"
+                    ):
                         decoder = zlib.decompressobj(-zlib.MAX_WBITS)  # some servers send raw deflate
+                        raw_deflate_tried = True  # once: a body broken both ways is broken
                         continue
                     raise DecodingFailed(f"broken compressed body: {error}", final_url=str(response.url)) from None
                 pending = decoder.unconsumed_tail
