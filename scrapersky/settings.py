@@ -20,9 +20,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from scrapersky.db.engine import Database
 
 from .batch import DEFAULT_TENANT_ID, BatchOptions
-from scrapersky.web.connect_to import ConnectTo
-from scrapersky.web.guard import Reach
 from .errors import ConfigError
+from .web.connect_to import ConnectTo
+from .web.guard import Reach
 
 __all__ = ["Settings", "Reach", "configured", "current_settings", "DEFAULT_DATABASE_URL", "DEFAULT_MAX_BATCH_SIZE"]
 
@@ -54,7 +54,7 @@ class Settings(BaseSettings, BatchOptions):
     task_runner: Literal["auto", "threads", "processes", "dask"] = "auto"
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     dask_address: str | None = None
-    # Network reach: the operator's, never a run parameter (see tasks/network.py).
+    # Network reach: the operator's, never a run parameter (see scrapersky/web/guard.py).
     connect_to: Annotated[tuple[str, ...], NoDecode] = ()
     allow_networks: Annotated[tuple[str, ...], NoDecode] = ()
 
@@ -88,6 +88,8 @@ class Settings(BaseSettings, BatchOptions):
         return Database(self.database_url)
 
     def reach(self) -> Reach:
+        """The operator's reach (SCRAPERSKY_CONNECT_TO, SCRAPERSKY_ALLOW_NETWORKS), as
+        the value ``scrapersky.web`` takes."""
         return Reach(connect_to=self.connect_to, allow_networks=self.allow_networks)
 
     def batch_options(self, **overrides: Any) -> BatchOptions:

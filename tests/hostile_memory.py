@@ -17,18 +17,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scrapersky.batch import BatchOptions  # noqa: E402
 from scrapersky.errors import DomainError  # noqa: E402
-from scrapersky.settings import Reach  # noqa: E402
 from scrapersky.metadata.extract import extract_metadata  # noqa: E402
-from scrapersky.web.fetch import build_client, fetch_homepage  # noqa: E402
+from scrapersky.web import Fetcher, Reach  # noqa: E402
 
 
 def peak_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def scrape(client, domain: str, options: BatchOptions) -> str:
+def scrape(fetcher: Fetcher, domain: str) -> str:
     try:
-        page = fetch_homepage(client, domain, options=options)
+        page = fetcher.homepage(domain)
         extract_metadata(page.body, page.headers, page.url)
         return f"completed truncated={page.truncated} bytes={len(page.body)}"
     except DomainError as error:
@@ -37,13 +36,13 @@ def scrape(client, domain: str, options: BatchOptions) -> str:
 
 def main() -> None:
     options = BatchOptions(total_timeout=60, read_timeout=20)
-    client = build_client(options, Reach(connect_to=tuple(sys.argv[1:])))
-    report = {"cap_bytes": options.max_page_bytes, "warm": scrape(client, "ok-1.test", options)}
-    report["baseline_kib"] = peak_kib()
-    report["bomb"] = scrape(client, "bomb-1.test", options)
-    report["after_bomb_kib"] = peak_kib()
-    report["huge"] = scrape(client, "huge-1.test", options)
-    report["after_huge_kib"] = peak_kib()
+    with Fetcher(options, Reach(connect_to=tuple(sys.argv[1:]))) as fetcher:
+        report = {"cap_bytes": options.max_page_bytes, "warm": scrape(fetcher, "ok-1.test")}
+        report["baseline_kib"] = peak_kib()
+        report["bomb"] = scrape(fetcher, "bomb-1.test")
+        report["after_bomb_kib"] = peak_kib()
+        report["huge"] = scrape(fetcher, "huge-1.test")
+        report["after_huge_kib"] = peak_kib()
     print(json.dumps(report))
 
 

@@ -13,14 +13,12 @@ from scrapersky.errors import (
     TooManyRedirects,
 )
 from scrapersky.farm import Farm
-from scrapersky.settings import Reach
-from scrapersky.web.fetch import build_client, fetch_homepage
+from scrapersky.web import Fetcher, Reach
 
 
 def fetch(farm: Farm, domain: str, **options):
-    opts = BatchOptions(**options)
-    with build_client(opts, Reach(connect_to=tuple(farm.connect_to()))) as client:
-        return fetch_homepage(client, domain, options=opts)
+    with Fetcher(BatchOptions(**options), Reach(connect_to=tuple(farm.connect_to()))) as fetcher:
+        return fetcher.homepage(domain)
 
 
 def test_falls_back_to_http_and_keeps_the_domain_in_url_and_host(farm: Farm) -> None:
@@ -32,10 +30,18 @@ def test_falls_back_to_http_and_keeps_the_domain_in_url_and_host(farm: Farm) -> 
     assert not page.truncated
 
 
-def test_user_agent_names_the_project(farm: Farm) -> None:
-    opts = BatchOptions()
-    with build_client(opts, Reach(connect_to=tuple(farm.connect_to()))) as client:
-        assert "ScraperSky" in client.headers["User-Agent"]
+def test_user_agent_names_the_project() -> None:
+    import httpx
+
+    seen = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["User-Agent"])
+        return httpx.Response(200, headers={"Content-Type": "text/html"}, stream=httpx.ByteStream(b"<title>x</title>"))
+
+    with Fetcher(BatchOptions(), transport=httpx.MockTransport(answer)) as fetcher:
+        fetcher.homepage("ua.test")
+    assert seen and "ScraperSky" in seen[0]
 
 
 def test_follows_redirects(farm: Farm) -> None:
@@ -104,8 +110,8 @@ def test_a_silent_server_times_out_within_bounds(timeouts: dict, bound: float) -
         opts = BatchOptions(**timeouts)
         started = time.monotonic()
         reach = Reach(connect_to=(f"*.test::127.0.0.1:{port}",))
-        with build_client(opts, reach) as client, pytest.raises(FetchTimeout) as raised:
-            fetch_homepage(client, "silent.test", options=opts)
+        with Fetcher(opts, reach) as fetcher, pytest.raises(FetchTimeout) as raised:
+            fetcher.homepage("silent.test")
         assert time.monotonic() - started < bound
         assert raised.value.retryable
     finally:

@@ -21,9 +21,8 @@ from scrapersky.db.engine import unit_of_work
 from scrapersky.batch import BatchOptions, BatchRequest
 from scrapersky.errors import BlockedAddress, DNSFailed, DomainError
 from scrapersky.farm import Farm
-from scrapersky.settings import Reach, Settings
-from scrapersky.web.fetch import build_client, fetch_homepage
-from scrapersky.web.guard import AddressPolicy, GuardedBackend
+from scrapersky.settings import Settings
+from scrapersky.web import AddressPolicy, Fetcher, GuardedBackend, Reach
 
 NX_SUFFIX = ".scrapersky-nx.example"
 FAST = dict(connect_timeout=2, read_timeout=1, total_timeout=4, retries=1, retry_backoff=0.1, max_redirects=3)
@@ -45,9 +44,9 @@ def stub_dns(monkeypatch: pytest.MonkeyPatch) -> None:
 def fetch(farm: Farm, domain: str, **overrides) -> tuple[str, float, object]:
     options = BatchOptions(**{**FAST, **overrides})
     started = time.monotonic()
-    with build_client(options, Reach(connect_to=tuple(farm.connect_to()))) as client:
+    with Fetcher(options, Reach(connect_to=tuple(farm.connect_to()))) as fetcher:
         try:
-            page = fetch_homepage(client, domain, options=options)
+            page = fetcher.homepage(domain)
         except DomainError as error:
             return error.error_type, time.monotonic() - started, error
     return "completed", time.monotonic() - started, page
@@ -107,32 +106,51 @@ def test_the_redirect_to_loopback_never_connects(farm: Farm) -> None:
     assert farm.trap.connections == 0
 
 
-def test_a_name_resolving_to_loopback_through_etc_hosts_is_blocked(farm: Farm) -> None:
-    """Ordinary name resolution (/etc/hosts), no connect-to rule: blocked, no connection."""
-    name = f"ssrf-{uuid.uuid4().hex[:8]}.scrapersky-check.example"
-    marker = "# scrapersky test entry"
-    hosts = Path("/etc/hosts")
-    listeners = []
-    for port in (443, 80):
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", port))  # the tests run as root, like CI
-        listener.listen(4)
-        listener.setblocking(False)
-        listeners.append(listener)
-    original = hosts.read_text()
+def _private_mounts_work() -> bool:
     try:
-        hosts.write_text(original + f"127.0.0.1 {name} {marker}\n")
-        assert socket.gethostbyname(name) == "127.0.0.1"  # the name really resolves there
-        found, _, error = fetch(farm, name)
-        assert found == "blocked_address", error
+        return subprocess.run(["unshare", "--mount", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def test_a_name_resolving_to_loopback_through_etc_hosts_is_blocked(tmp_path: Path) -> None:
+    """Ordinary name resolution (/etc/hosts), no connect-to rule: blocked, no connection.
+
+    The fetch runs in a child process with a private mount namespace, where a copy of
+    /etc/hosts with the name in it is bind-mounted over /etc/hosts: the real file is
+    never written, so a crash cannot leave it changed."""
+    if not _private_mounts_work():
+        pytest.skip("needs `unshare --mount` (root, CAP_SYS_ADMIN)")
+    name = f"ssrf-{uuid.uuid4().hex[:8]}.scrapersky-check.example"
+    hosts = tmp_path / "hosts"
+    hosts.write_text(Path("/etc/hosts").read_text() + f"\n127.0.0.1 {name}\n")
+    listeners = []
+    try:
+        for port in (443, 80):
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", port))  # the tests run as root, like CI
+            listener.listen(4)
+            listener.setblocking(False)
+            listeners.append(listener)
+        child = Path(__file__).with_name("etc_hosts_check.py")
+        run = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             'mount --bind "$1" /etc/hosts && shift && exec "$@"', "sh", str(hosts), sys.executable, str(child), name],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert run.returncode == 0, run.stderr
+        report = json.loads(run.stdout)
+        assert report["resolved"] == "127.0.0.1"  # the name really resolves there, through /etc/hosts
+        assert report["outcome"] == "blocked_address", report
+        assert "loopback" in report["error"]
         for listener in listeners:
             with pytest.raises(BlockingIOError):
                 listener.accept()  # no connection ever arrived
     finally:
-        hosts.write_text(original)
         for listener in listeners:
             listener.close()
+    assert name not in Path("/etc/hosts").read_text()  # the real file never saw the name
 
 
 @pytest.mark.parametrize(
@@ -199,8 +217,8 @@ def test_proxy_environment_variables_are_used(farm: Farm, monkeypatch: pytest.Mo
     monkeypatch.setenv("NO_PROXY", "")
     options = BatchOptions(**FAST)
     reach = Reach(connect_to=(f"*.example:443:127.0.0.1:{farm.refused_port}",))
-    with build_client(options, reach) as client:
-        page = fetch_homepage(client, "ok-proxied.example", options=options)
+    with Fetcher(options, reach) as fetcher:
+        page = fetcher.homepage("ok-proxied.example")
     assert page.url == "http://ok-proxied.example/"
     assert farm.hits["ok-proxied.example"] == 1
 

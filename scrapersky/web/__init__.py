@@ -1,6 +1,32 @@
-"""Fetching homepages: the network edge, guarded (addresses, deadlines, sizes)."""
+"""The network edge: fetching homepages within the operator's reach.
 
-from .fetch import Fetcher, Page
-from .guard import Reach
+    Fetcher           a batch's fetcher: ``homepage(domain)``, ``follow(url)``, ``close()``
+    Page              what a fetch returns
+    Reach             where fetches may connect (connect-to rules, allowed networks)
+    GuardedTransport  the httpx transport whose connections pass the address check
+    GuardedBackend    httpcore's network backend doing that check
+    AddressPolicy     which addresses are public
+    ConnectTo         curl-style connect-to rules
 
-__all__ = ["Fetcher", "Page", "Reach"]
+Nothing here reads settings or the environment's SCRAPERSKY_* variables: the reach
+is handed in as a value (``scrapersky.settings.Settings.reach()``).
+"""
+
+from .connect_to import ConnectTo, ConnectToRule
+from .fetch import HTML_MEDIA_TYPES, Fetcher, Page, environment_proxies
+from .guard import AddressPolicy, GuardedBackend, Reach, Resolver
+from .transport import GuardedTransport
+
+__all__ = [
+    "Fetcher",
+    "Page",
+    "Reach",
+    "GuardedTransport",
+    "GuardedBackend",
+    "AddressPolicy",
+    "ConnectTo",
+    "ConnectToRule",
+    "Resolver",
+    "environment_proxies",
+    "HTML_MEDIA_TYPES",
+]

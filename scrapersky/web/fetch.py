@@ -1,28 +1,33 @@
 """Fetching a domain's homepage: the network edge of a batch.
 
-https first, plain http when no https connection can be opened. Every hop of a
-redirect chain is a request of its own: its connection goes through the address
-check (``scrapersky.web.guard``), it waits for the host's slot (one request at a time per
-host), and it must fit in what is left of the fetch's deadline. The body is read raw
-and decompressed here, a bounded amount at a time, so neither a 50 MB page nor a gzip
-bomb can hold more than ``max_page_bytes`` in memory. httpx errors are translated
-into ``scrapersky.errors`` where they enter.
+A ``Fetcher`` is built from a batch's options and the operator's reach and serves
+any number of threads. https first, plain http when no https connection can be
+opened. Every hop of a redirect chain is a request of its own: its connection goes
+through the address check (``scrapersky.web.guard``, in ``GuardedTransport``), it waits
+for the host's slot (one request at a time per host and Fetcher), and it must fit in
+what is left of the fetch's deadline. The body is read raw and decompressed here, a
+bounded amount at a time, so neither a 50 MB page nor a gzip bomb can hold more than
+``max_page_bytes`` in memory. httpx errors become ``scrapersky.errors`` in
+``_translate``; the transport has already made httpcore's into httpx's.
 """
 
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import ssl
 import threading
 import time
+import urllib.request
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
 from urllib.robotparser import RobotFileParser
 
-import httpcore
 import httpx
 
 from scrapersky.batch import BatchOptions
@@ -40,9 +45,10 @@ from scrapersky.errors import (
     TooManyRedirects,
 )
 
-from .guard import GuardedBackend, Reach
+from .guard import Reach
+from .transport import GuardedTransport
 
-__all__ = ["Page", "build_client", "client_for", "fetch_homepage", "fetch_url", "HTML_MEDIA_TYPES"]
+__all__ = ["Page", "Fetcher", "environment_proxies", "HTML_MEDIA_TYPES"]
 
 HTML_MEDIA_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
@@ -61,97 +67,223 @@ class Page:
     truncated: bool
 
 
-def build_client(options: BatchOptions, reach: Reach = Reach()) -> httpx.Client:
-    """An httpx client for these options and this reach (thread-safe, share it)."""
-    transport = httpx.HTTPTransport(retries=0)
-    # httpx does not expose httpcore's network backend: swap in a pool that has ours.
-    transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
-        max_connections=options.concurrency * 2,
-        max_keepalive_connections=options.concurrency,
-        keepalive_expiry=5.0,
-        network_backend=GuardedBackend(reach),
-    )
-    return httpx.Client(
-        transport=transport,
-        mounts=_environment_proxies(options),
-        timeout=httpx.Timeout(
-            connect=options.connect_timeout,
-            read=options.read_timeout,
-            write=options.read_timeout,
-            pool=options.total_timeout,
-        ),
-        follow_redirects=False,  # followed hop by hop in _get
-        headers={"User-Agent": options.user_agent, "Accept": _ACCEPT, "Accept-Encoding": _ACCEPT_ENCODING},
-    )
+class _HostSlots:
+    """One request at a time per host. A host has a slot only while a request to it
+    waits or runs: the last one out removes it, so many hosts leave nothing behind."""
+
+    class _Slot:
+        __slots__ = ("lock", "users")
+
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.users = 0  # requests waiting for or holding the lock
+
+    def __init__(self) -> None:
+        self._slots: dict[str, _HostSlots._Slot] = {}
+        self._guard = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._slots)
+
+    @contextmanager
+    def hold(self, host: str, deadline: float) -> Iterator[None]:
+        with self._guard:
+            slot = self._slots.get(host)
+            if slot is None:
+                slot = self._slots[host] = self._Slot()
+            slot.users += 1
+        try:
+            if not slot.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise FetchTimeout(f"waited for another request to {host} until the deadline")
+            try:
+                yield
+            finally:
+                slot.lock.release()
+        finally:
+            with self._guard:
+                slot.users -= 1
+                if slot.users == 0:
+                    del self._slots[host]
 
 
-def _environment_proxies(options: BatchOptions) -> dict[str, httpx.HTTPTransport | None]:
-    """HTTP_PROXY / HTTPS_PROXY / ALL_PROXY / NO_PROXY, as httpx reads them. (httpx
-    ignores them once a transport is given, so they are mounted here.) Behind a proxy,
-    the proxy resolves names: the address check cannot see where it connects."""
-    from httpx._utils import get_environment_proxies
+def environment_proxies() -> dict[str, str | None]:
+    """HTTP_PROXY / HTTPS_PROXY / ALL_PROXY / NO_PROXY (either case) as httpx mount
+    patterns: pattern -> proxy URL, or None for "no proxy" (the way httpx itself reads
+    them when it builds its own transport, which it does not when given one)."""
+    found = urllib.request.getproxies()
+    mounts: dict[str, str | None] = {}
+    for scheme in ("http", "https", "all"):
+        url = found.get(scheme)
+        if url:
+            mounts[f"{scheme}://"] = url if "://" in url else f"http://{url}"
+    for entry in found.get("no", "").split(","):
+        host = entry.strip()
+        if not host:
+            continue
+        if host == "*":
+            return {}  # no proxy for anything
+        if "://" in host:
+            pattern = host
+        elif _is_ip(host, 4):
+            pattern = f"all://{host}"
+        elif _is_ip(host, 6):
+            pattern = f"all://[{host}]"
+        elif host.lower() == "localhost":
+            pattern = f"all://{host}"
+        else:
+            # example.com: the name and its subdomains; .example.com: subdomains only
+            pattern = f"all://*{host}"
+        try:
+            httpx.URL(pattern)
+        except httpx.InvalidURL:
+            continue  # not something httpx can match on
+        mounts[pattern] = None
+    return mounts
 
-    return {
-        pattern: None if url is None else httpx.HTTPTransport(proxy=url, retries=0)
-        for pattern, url in get_environment_proxies().items()
-    }
 
-
-_clients: dict[tuple[BatchOptions, Reach], httpx.Client] = {}
-_clients_lock = threading.Lock()
-
-
-def client_for(options: BatchOptions, reach: Reach) -> httpx.Client:
-    """The process's shared client for these options (one TLS context, one pool)."""
-    with _clients_lock:
-        client = _clients.get((options, reach))
-        if client is None:
-            client = _clients[(options, reach)] = build_client(options, reach)
-        return client
-
-
-_host_slots: dict[str, threading.Lock] = {}
-_host_slots_lock = threading.Lock()
-
-
-@contextmanager
-def _host_slot(host: str, deadline: float) -> Iterator[None]:
-    """One request at a time per host, across the whole process."""
-    with _host_slots_lock:
-        slot = _host_slots.setdefault(host, threading.Lock())
-    if not slot.acquire(timeout=max(0.0, deadline - time.monotonic())):
-        raise FetchTimeout(f"waited for another request to {host} until the deadline")
+def _is_ip(text: str, version: int) -> bool:
     try:
-        yield
-    finally:
-        slot.release()
+        return ipaddress.ip_address(text.split("/")[0]).version == version
+    except ValueError:
+        return False
 
 
-def fetch_homepage(client: httpx.Client, domain: str, *, options: BatchOptions) -> Page:
-    """GET the domain's homepage; raises a DomainError subclass on failure."""
-    deadline = time.monotonic() + options.total_timeout
-    if options.respect_robots:
-        _check_robots(client, domain, options=options, deadline=deadline)
-    try:
-        return _get(client, f"https://{domain}/", deadline=deadline, options=options)
-    except (httpx.ConnectError, httpx.ConnectTimeout) as https_error:
-        first = https_error
-    try:
-        return _get(client, f"http://{domain}/", deadline=deadline, options=options)
-    except (httpx.ConnectError, httpx.ConnectTimeout) as http_error:
-        # A certificate problem says more than the missing plain-http fallback does.
-        error = _translate(first if _tls_failure(first) else http_error)
-        error.args = (f"{error} (https and http both failed)",)
-        raise error from None
+class Fetcher:
+    """Homepages for one batch's options, within the operator's reach.
 
+    Owns an httpx client (one TLS context, one connection pool, thread-safe: share the
+    Fetcher between threads) and the per-host slots. ``transport`` replaces the
+    guarded transport - and the environment's proxies - (tests: ``httpx.MockTransport``).
+    Close it (or use it as a context manager) to close its connections.
+    """
 
-def fetch_url(client: httpx.Client, url: str, *, options: BatchOptions) -> Page:
-    """GET one URL (a meta refresh target); raises a DomainError subclass on failure."""
-    try:
-        return _get(client, url, deadline=time.monotonic() + options.total_timeout, options=options)
-    except (httpx.ConnectError, httpx.ConnectTimeout) as error:
-        raise _translate(error) from None
+    def __init__(
+        self, options: BatchOptions, reach: Reach = Reach(), *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.options = options
+        self.reach = reach
+        self._slots = _HostSlots()
+        mounts: dict[str, httpx.BaseTransport | None] = {}
+        if transport is None:
+            ssl_context = httpx.create_ssl_context()
+            transport = GuardedTransport(
+                reach,
+                ssl_context=ssl_context,
+                limits=httpx.Limits(
+                    max_connections=options.concurrency * 2,
+                    max_keepalive_connections=options.concurrency,
+                    keepalive_expiry=5.0,
+                ),
+            )
+            # Behind a proxy, the proxy resolves names: the address check cannot see
+            # where it connects.
+            mounts = {
+                pattern: None if url is None else httpx.HTTPTransport(proxy=url, verify=ssl_context, retries=0)
+                for pattern, url in environment_proxies().items()
+            }
+        self._client = httpx.Client(
+            transport=transport,
+            mounts=mounts,
+            timeout=httpx.Timeout(
+                connect=options.connect_timeout,
+                read=options.read_timeout,
+                write=options.read_timeout,
+                pool=options.total_timeout,
+            ),
+            follow_redirects=False,  # followed hop by hop in _get
+            headers={"User-Agent": options.user_agent, "Accept": _ACCEPT, "Accept-Encoding": _ACCEPT_ENCODING},
+        )
+
+    @property
+    def active_hosts(self) -> int:
+        """Hosts with a request waiting or running now (each holds a slot)."""
+        return len(self._slots)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._client.is_closed
+
+    def close(self) -> None:
+        """Close the client: its pool's connections and the proxies' ones."""
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def homepage(self, domain: str) -> Page:
+        """GET the domain's homepage; raises a DomainError subclass on failure."""
+        options = self.options
+        deadline = time.monotonic() + options.total_timeout
+        if options.respect_robots:
+            self._check_robots(domain, deadline=deadline)
+        try:
+            return self._get(f"https://{domain}/", deadline=deadline, options=options)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as https_error:
+            first = https_error
+        try:
+            return self._get(f"http://{domain}/", deadline=deadline, options=options)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as http_error:
+            # A certificate problem says more than the missing plain-http fallback does.
+            error = _translate(first if _tls_failure(first) else http_error)
+            error.args = (f"{error} (https and http both failed)",)
+            raise error from None
+
+    def follow(self, url: str) -> Page:
+        """GET one URL (a meta refresh target); raises a DomainError subclass on failure."""
+        options = self.options
+        try:
+            return self._get(url, deadline=time.monotonic() + options.total_timeout, options=options)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+            raise _translate(error) from None
+
+    def _get(self, url: str, *, deadline: float, options: BatchOptions, html_only: bool = True) -> Page:
+        """Follow the redirect chain from ``url`` hop by hop; the final page, read capped."""
+        client = self._client
+        request = client.build_request("GET", url)
+        for _ in range(options.max_redirects + 1):
+            request.extensions["timeout"] = _timeout(options, deadline, str(request.url))
+            with self._slots.hold(request.url.host, deadline):
+                try:
+                    response = client.send(request, stream=True)
+                except (httpx.ConnectError, httpx.ConnectTimeout):
+                    raise  # the caller decides on the http fallback
+                except httpx.HTTPError as exc:
+                    raise _translate(exc) from None
+                try:
+                    if response.next_request is None:
+                        return _page(response, deadline=deadline, options=options, html_only=html_only)
+                    request = response.next_request
+                finally:
+                    response.close()
+            if request.url.scheme not in ("http", "https"):  # whatever the transport would do
+                raise BadRedirect(f"redirected to an unusable URL: {request.url}", final_url=str(request.url))
+        raise TooManyRedirects(f"more than {options.max_redirects} redirects", final_url=str(request.url))
+
+    def _check_robots(self, domain: str, *, deadline: float) -> None:
+        """robots.txt, when asked to respect it: a disallowed homepage is not fetched.
+        A robots.txt that cannot be read allows everything (the usual convention)."""
+        options = self.options
+        robots_options = options.model_copy(update={"max_page_bytes": _ROBOTS_MAX_BYTES})
+        for scheme in ("https", "http"):
+            url = f"{scheme}://{domain}/robots.txt"
+            try:
+                response = self._get(url, deadline=deadline, options=robots_options, html_only=False)
+            except (httpx.HTTPError, DomainError):
+                continue
+            parser = RobotFileParser()
+            parser.parse(response.body.decode("utf-8", "replace").splitlines())
+            if not parser.can_fetch(options.user_agent, f"{scheme}://{domain}/"):
+                raise RobotsDisallowed(f"{url} disallows / for {options.user_agent!r}", final_url=url)
+            return
 
 
 def _timeout(options: BatchOptions, deadline: float, url: str) -> dict[str, float]:
@@ -164,29 +296,6 @@ def _timeout(options: BatchOptions, deadline: float, url: str) -> dict[str, floa
         write=min(options.read_timeout, remaining),
         pool=remaining,
     ).as_dict()
-
-
-def _get(
-    client: httpx.Client, url: str, *, deadline: float, options: BatchOptions, html_only: bool = True
-) -> Page:
-    """Follow the redirect chain from ``url`` hop by hop; the final page, read capped."""
-    request = client.build_request("GET", url)
-    for _ in range(options.max_redirects + 1):
-        request.extensions["timeout"] = _timeout(options, deadline, str(request.url))
-        with _host_slot(request.url.host, deadline):
-            try:
-                response = client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                raise  # the caller decides on the http fallback
-            except httpx.HTTPError as exc:
-                raise _translate(exc) from None
-            try:
-                if response.next_request is None:
-                    return _page(response, deadline=deadline, options=options, html_only=html_only)
-                request = response.next_request
-            finally:
-                response.close()
-    raise TooManyRedirects(f"more than {options.max_redirects} redirects", final_url=str(request.url))
 
 
 def _page(response: httpx.Response, *, deadline: float, options: BatchOptions, html_only: bool) -> Page:
@@ -225,6 +334,7 @@ def _read_capped(response: httpx.Response, *, deadline: float, options: BatchOpt
     """At most max_page_bytes of the decoded body; memory never holds more than that."""
     cap = options.max_page_bytes
     decoder = _decoder(response)
+    raw_deflate_tried = False
     chunks: list[bytes] = []
     size = 0
     for raw in response.iter_raw():  # as received: a chunk size would wait to fill it
@@ -236,8 +346,13 @@ def _read_capped(response: httpx.Response, *, deadline: float, options: BatchOpt
                 try:
                     data = decoder.decompress(pending, cap - size)
                 except zlib.error as error:
-                    if size == 0 and response.headers.get("content-encoding", "").strip().lower() == "deflate":
+                    if (
+                        size == 0
+                        and not raw_deflate_tried
+                        and response.headers.get("content-encoding", "").strip().lower() == "deflate"
+                    ):
                         decoder = zlib.decompressobj(-zlib.MAX_WBITS)  # some servers send raw deflate
+                        raw_deflate_tried = True  # once: a body broken both ways is broken
                         continue
                     raise DecodingFailed(f"broken compressed body: {error}", final_url=str(response.url)) from None
                 pending = decoder.unconsumed_tail
@@ -272,23 +387,6 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
-def _check_robots(client: httpx.Client, domain: str, *, options: BatchOptions, deadline: float) -> None:
-    """robots.txt, when asked to respect it: a disallowed homepage is not fetched.
-    A robots.txt that cannot be read allows everything (the usual convention)."""
-    robots_options = options.model_copy(update={"max_page_bytes": _ROBOTS_MAX_BYTES})
-    for scheme in ("https", "http"):
-        url = f"{scheme}://{domain}/robots.txt"
-        try:
-            response = _get(client, url, deadline=deadline, options=robots_options, html_only=False)
-        except (httpx.HTTPError, DomainError):
-            continue
-        parser = RobotFileParser()
-        parser.parse(response.body.decode("utf-8", "replace").splitlines())
-        if not parser.can_fetch(options.user_agent, f"{scheme}://{domain}/"):
-            raise RobotsDisallowed(f"{url} disallows / for {options.user_agent!r}", final_url=url)
-        return
-
-
 def _tls_failure(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     while seen is not None:
@@ -316,24 +414,3 @@ def _translate(exc: httpx.HTTPError) -> DomainError:
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
         return BadRedirect(f"redirected to an unusable URL: {detail}", final_url=url)
     return NetworkFailed(f"{type(exc).__name__}: {detail}", final_url=url)
-
-
-class Fetcher:  # interim: replaced by the fetch layer's own (wt-fetch)
-    def __init__(self, options: BatchOptions, reach: Reach = Reach()) -> None:
-        self.options = options
-        self.client = build_client(options, reach)
-
-    def homepage(self, domain: str) -> Page:
-        return fetch_homepage(self.client, domain, options=self.options)
-
-    def follow(self, url: str) -> Page:
-        return fetch_url(self.client, url, options=self.options)
-
-    def close(self) -> None:
-        self.client.close()
-
-    def __enter__(self) -> "Fetcher":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

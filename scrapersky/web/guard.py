@@ -18,8 +18,9 @@ from typing import Any
 
 import httpcore
 
-from scrapersky.web.connect_to import ConnectTo
 from scrapersky.errors import BlockedAddress, ConfigError, ConnectFailed, DNSFailed
+
+from .connect_to import ConnectTo
 
 __all__ = ["Reach", "AddressPolicy", "Resolver", "system_resolver", "GuardedBackend"]
 
@@ -36,7 +37,9 @@ _MAX_ADDRESSES = 4  # addresses of one name tried at most
 class Reach:
     """Where fetches may connect: connect-to routing, and networks allowed beyond the
     public internet. The operator's (environment, CLI), never a run parameter: a
-    tenant submitting a batch cannot point the scraper at an internal service."""
+    tenant submitting a batch cannot point the scraper at an internal service.
+    ``scrapersky.settings.Settings.reach()`` reads it from the environment; this
+    package only ever receives it as a value."""
 
     connect_to: tuple[str, ...] = ()
     allow_networks: tuple[str, ...] = ()
