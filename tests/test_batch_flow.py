@@ -159,12 +159,13 @@ def test_a_defect_in_a_task_is_recorded_not_hidden(
     def broken(*args, **kwargs):
         raise RuntimeError("extractor bug")
 
-    monkeypatch.setattr(tasks.attempt, "extract_metadata", broken)
+    monkeypatch.setattr(scrapersky.tasks.attempt, "extract_metadata", broken)
     state, batch_id = run(["ok-1.test", "ok-2.test"], options(farm))
 
     report = status_of(batch_id)
     assert report.status == "failed"
     assert state.is_failed()
+    assert set(report.domain_statuses) == {"ok-1.test", "ok-2.test"}  # the loop below checks both
     for entry in report.domain_statuses.values():
         assert entry["error_type"] == "internal_error"
         assert "extractor bug" in entry["error"]
