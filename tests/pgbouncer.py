@@ -1,11 +1,18 @@
 """A real PgBouncer in transaction mode in front of the test PostgreSQL: the stand-in
 for Supabase's Supavisor on port 6543. It refuses to run as root, so as root it runs
-as the ``postgres`` user."""
+as the ``postgres`` user.
+
+PgBouncer >= 1.21 can track protocol-level prepared statements in transaction mode
+(on by default from 1.24, ``max_prepared_statements = 200``): such a pooler hides the
+very failure the pooler tests are about. The config pins it off
+(``max_prepared_statements = 0``) on every version that knows the setting; older
+versions do not support prepared statements at all (and refuse the unknown setting)."""
 
 from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -31,7 +38,25 @@ ignore_startup_parameters = extra_float_digits
 server_reset_query =
 logfile = {dir}/pgbouncer.log
 pidfile = {dir}/pgbouncer.pid
-"""
+{prepared_statements}"""
+
+#: The first version with prepared-statement support in transaction mode.
+PREPARED_STATEMENTS_SINCE = (1, 21)
+
+
+def version(binary: str) -> tuple[int, ...]:
+    """The PgBouncer binary's version, e.g. (1, 18, 0), from ``pgbouncer --version``."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+    found = re.search(r"PgBouncer (\d+)\.(\d+)(?:\.(\d+))?", out)
+    if found is None:
+        raise RuntimeError(f"cannot read the PgBouncer version from {out!r}")
+    return tuple(int(part or 0) for part in found.groups())
+
+
+def config(*, pg_host: str, pg_port: int, port: int, dir: Path, version: tuple[int, ...]) -> str:
+    """pgbouncer.ini: transaction mode, pool size 2, prepared statements not handled."""
+    pinned = "max_prepared_statements = 0\n" if version >= PREPARED_STATEMENTS_SINCE else ""
+    return CONFIG.format(pg_host=pg_host, pg_port=pg_port, port=port, dir=dir, prepared_statements=pinned)
 
 
 def _free_port() -> int:
@@ -45,12 +70,12 @@ class PgBouncer:
         self.binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         if not os.path.exists(self.binary):
             raise RuntimeError("pgbouncer is not installed (tests/services.sh installs it)")
+        self.version = version(self.binary)
         self.port = _free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="scrapersky-pgbouncer-"))
         (self.dir / "userlist.txt").write_text('"postgres" ""\n')
-        (self.dir / "pgbouncer.ini").write_text(
-            CONFIG.format(pg_host=pg_host, pg_port=pg_port, port=self.port, dir=self.dir)
-        )
+        self.config = config(pg_host=pg_host, pg_port=pg_port, port=self.port, dir=self.dir, version=self.version)
+        (self.dir / "pgbouncer.ini").write_text(self.config)
         self.process: subprocess.Popen | None = None
 
     @property

@@ -130,8 +130,88 @@ def test_csv_cells_cannot_become_formulas() -> None:
     assert "'=HYPERLINK" in out.getvalue()
 
 
-def test_recover_runs_the_recovery_flow_once(cli_env: dict[str, str]) -> None:
+def _stale_batches(url: str, dead_run: str, resumable: uuid.UUID, hopeless: uuid.UUID) -> None:
+    """Two batches whose runs died an hour ago: ``resumable`` (three domains recorded,
+    one outcome saved by the dead run) and ``hopeless`` (recovered three times already)."""
+    import asyncio
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from scrapersky.batch import DomainOutcome, DomainStatus, utcnow
+    from scrapersky.db.engine import create_engine, transaction
+    from scrapersky.db.models import BatchJob, DomainResult
+
+    long_ago = utcnow() - timedelta(hours=1)
+    saved = DomainOutcome(domain="ok-5.test", status=DomainStatus.COMPLETED, attempts=1, http_status=200,
+                          final_url="http://ok-5.test/", started_at=long_ago, finished_at=long_ago)
+
+    def batch(batch_id: uuid.UUID, metadata: dict) -> BatchJob:
+        return BatchJob(
+            batch_id=batch_id, tenant_id=uuid.UUID(TENANT), processor_type="domain_metadata", status="running",
+            total_domains=3, batch_metadata=metadata, options={"retries": 0, "retry_backoff": 0.01},
+            start_time=long_ago, created_at=long_ago, updated_at=long_ago,
+        )
+
+    async def insert() -> None:
+        engine = create_engine(url)
+        try:
+            async with transaction(engine) as session:
+                session.add_all([
+                    batch(resumable, {"flow_run_id": dead_run}),
+                    batch(hopeless, {"flow_run_id": str(uuid.uuid4()), "recovery": {"attempts": 3}}),
+                    DomainResult(batch_id=resumable, domain="ok-5.test", final_url=saved.final_url,
+                                 outcome=saved.status_entry(), site_metadata={"title": "saved by the dead run"},
+                                 updated_at=long_ago),
+                    DomainResult(batch_id=resumable, domain="ok-6.test", updated_at=long_ago),
+                    DomainResult(batch_id=resumable, domain="notfound-6.test", updated_at=long_ago),
+                    DomainResult(batch_id=hopeless, domain="ok-7.test", updated_at=long_ago),
+                ])
+            # The ORM's onupdate must not have made them fresh.
+            async with transaction(engine) as session:
+                for row in await session.scalars(select(BatchJob)):
+                    row.updated_at = long_ago
+        finally:
+            await engine.dispose()
+
+    asyncio.run(insert())
+
+
+def test_recover_resumes_a_stale_batch_and_fails_a_hopeless_one(cli_env: dict[str, str], farm: Farm) -> None:
+    cli_env["SCRAPERSKY_CONNECT_TO"] = " ".join(farm.connect_to())
     assert scrapersky(cli_env, "db", "init").returncode == 0
+    dead_run, resumable, hopeless = str(uuid.uuid4()), uuid.uuid4(), uuid.uuid4()  # a run Prefect never had
+    _stale_batches(cli_env["DATABASE_URL"], dead_run, resumable, hopeless)
+
     recovered = scrapersky(cli_env, "recover", "--stale-after", "1")
+
     assert recovered.returncode == 0, recovered.stderr
-    assert "resumed 0 batch(es), failed 0" in recovered.stdout
+    assert "resumed 1 batch(es), failed 1" in recovered.stdout
+    assert f"resumed {resumable}" in recovered.stdout and f"failed  {hopeless}" in recovered.stdout
+
+    resumed = json.loads(scrapersky(cli_env, "status", str(resumable), "--json").stdout)
+    assert (resumed["status"], resumed["total_domains"], resumed["completed_domains"], resumed["failed_domains"]) == (
+        "partial", 3, 2, 1,
+    )
+    assert resumed["progress"] == 100.0 and resumed["end_time"] is not None
+    statuses = resumed["domain_statuses"]
+    assert {d: e["status"] for d, e in statuses.items()} == {
+        "ok-5.test": "completed", "ok-6.test": "completed", "notfound-6.test": "failed",
+    }
+    assert statuses["ok-6.test"]["metadata"]["title"] == "ok-6"
+    assert (statuses["notfound-6.test"]["error_type"], statuses["notfound-6.test"]["http_status"]) == ("http_error", 404)
+    # What the dead run saved is kept, not fetched again.
+    assert statuses["ok-5.test"]["metadata"]["title"] == "saved by the dead run"
+    assert farm.hits["ok-5.test"] == 0 and farm.hits["ok-6.test"] == 1
+    recovery = resumed["metadata"]["recovery"]
+    assert recovery["attempts"] == 1 and recovery["dead_flow_runs"] == [dead_run]
+    assert "missing" in recovery["last_reason"]
+    assert resumed["metadata"]["flow_run_id"] not in (None, dead_run)  # the recovery's own run owns it now
+
+    failed = json.loads(scrapersky(cli_env, "status", str(hopeless), "--json").stdout)
+    assert failed["status"] == "failed" and failed["end_time"] is not None
+    assert "recovery gave up after 3 attempts" in failed["error"]
+    assert farm.hits["ok-7.test"] == 0
+
+    again = scrapersky(cli_env, "recover", "--stale-after", "1")
+    assert again.returncode == 0 and "resumed 0 batch(es), failed 0" in again.stdout  # both are final now

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scrapersky.errors import DomainError
-from scrapersky.metadata.extract import extract_metadata
+from scrapersky.metadata.extract import SiteMetadata, extract_metadata
 
 URL = "https://www.example.de/"
 HTML = {"content-type": "text/html; charset=utf-8"}
@@ -296,7 +299,25 @@ def test_arbitrary_bytes_and_headers_never_raise_anything_else(body: bytes, cont
     except DomainError as error:
         assert error.error_type in ("empty_body", "not_html")
     else:
-        assert found.model_dump(mode="json")  # and it serialises for the database
+        assert isinstance(found, SiteMetadata)
+        # It serialises for the database (strict JSON, no NUL: PostgreSQL's jsonb refuses
+        # both) and reads back as it was.
+        stored = json.dumps(found.model_dump(mode="json"), allow_nan=False)
+        assert not any("\x00" in text for text in _strings(json.loads(stored)))
+        assert SiteMetadata.model_validate_json(stored) == found
+
+
+def _strings(value) -> Iterator[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 @settings(max_examples=300, deadline=None)

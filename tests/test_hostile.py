@@ -178,14 +178,30 @@ def test_allowed_networks_are_the_operators_choice() -> None:
     assert policy.why_blocked("10.21.0.1") == "private"
 
 
-def test_the_check_is_on_the_resolved_address_with_a_stub_resolver() -> None:
+def test_the_check_is_on_the_resolved_address_with_a_stub_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
     # A stub resolver stands in for DNS; the blocked addresses are never connected to.
+    import httpcore
+
     answers = {"internal.example": ["10.0.0.7"], "metadata.example": ["169.254.169.254"],
                "mixed.example": ["10.0.0.7", "fc00::2"], "v6mapped.example": ["::ffff:127.0.0.1"]}
-    backend = GuardedBackend(Reach(), resolver=lambda host, port: answers[host])
+    asked: list[str] = []
+    connected: list[tuple[str, int]] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return answers[host]
+
+    def connect(self, host: str, port: int, *args, **kwargs):
+        connected.append((host, port))
+        raise httpcore.ConnectError("the test allows no connection")
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect)
+    backend = GuardedBackend(Reach(), resolver=resolver)
     for host in answers:
-        with pytest.raises(BlockedAddress):
+        with pytest.raises(BlockedAddress, match=f"{host} resolves to {answers[host][0]}"):
             backend.connect_tcp(host, 80, timeout=1)
+    assert asked == list(answers)  # the stub answered, not DNS
+    assert connected == []
 
 
 def test_an_allowed_network_is_reached(farm: Farm) -> None:
