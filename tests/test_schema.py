@@ -164,7 +164,8 @@ def test_no_code_path_writes_a_domain_statuses_column(
     are still there, under batch_metadata["domain_statuses"]."""
     from scrapersky.batch import BatchOptions, BatchRequest
     from scrapersky.db.batches import get_batch_status
-    from scrapersky.db.engine import create_engine, init_schema, unit_of_work
+    from scrapersky.db.engine import create_engine, init_schema
+    from scrapersky.settings import Settings
     from scrapersky.flows.batch_scrape import batch_scrape
     from scrapersky.flows.recover_stale_batches import recover_stale_batches
 
@@ -194,7 +195,7 @@ def test_no_code_path_writes_a_domain_statuses_column(
     assert recovered.is_completed() and recovered.result()["resumed"] == [str(batch_id)]
 
     async def read():
-        async with unit_of_work() as session:
+        async with Settings().database().session() as session:
             return await get_batch_status(session, batch_id, tenant)
 
     report = asyncio.run(read())
