@@ -159,7 +159,7 @@ def test_a_defect_in_a_task_is_recorded_not_hidden(
     def broken(*args, **kwargs):
         raise RuntimeError("extractor bug")
 
-    monkeypatch.setattr(tasks.attempt, "extract_metadata", broken)
+    monkeypatch.setattr(scrapersky.tasks.attempt, "extract_metadata", broken)
     state, batch_id = run(["ok-1.test", "ok-2.test"], options(farm))
 
     report = status_of(batch_id)
