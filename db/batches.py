@@ -212,7 +212,7 @@ async def _saved_outcomes(session: AsyncSession, batch_id: UUID) -> dict[str, di
             DomainResult.batch_id == batch_id, DomainResult.outcome.is_not(None)
         )
     )
-    return dict(found.tuples().all())
+    return dict(found.all())
 
 
 def _count(row: BatchJob, statuses: dict[str, dict[str, Any]]) -> tuple[int, int]:
@@ -255,7 +255,7 @@ async def stored_outcomes(session: AsyncSession, *, batch_id: UUID, domains: Ite
             DomainResult.outcome.is_not(None),
         )
     )
-    return dict(found.tuples().all())
+    return dict(found.all())
 
 
 async def store_outcomes(session: AsyncSession, *, batch_id: UUID, outcomes: Iterable[DomainOutcome]) -> None:
@@ -404,7 +404,7 @@ async def get_batch_status(
         )
     )
     site_metadata: dict[str, Any] = {}
-    for domain, outcome, metadata_of_domain in found.tuples():
+    for domain, outcome, metadata_of_domain in found:
         site_metadata[domain] = metadata_of_domain
         if outcome is not None:
             statuses[domain] = outcome  # saved while the batch runs (or by a run that died)
