@@ -114,8 +114,8 @@ def test_a_broken_sub_batch_fails_its_domains_loudly(
             raise ZeroDivisionError("a defect in extraction")
         return real(domain, options, attempt=attempt)
 
-    real = tasks.attempt.scrape_page
-    monkeypatch.setattr(tasks.attempt, "scrape_page", defect)
+    real = scrapersky.tasks.attempt.scrape_page
+    monkeypatch.setattr(scrapersky.tasks.attempt, "scrape_page", defect)
     domains = [f"ok-good{i}.test" for i in range(20)] + ["ok-bad1.test", "ok-bad2.test"]
     state = batch_scrape(BatchRequest(domains=domains, tenant_id=TENANT, options=BatchOptions(retries=2)),
                          return_state=True)
@@ -141,7 +141,7 @@ def test_sub_batches_run_on_a_dask_cluster(database: str, farm: Farm, monkeypatc
             BatchRequest(domains=domains, tenant_id=TENANT, options=BatchOptions(retries=1, retry_backoff=0.01)),
             return_state=True,
         )
-        ran_here = client.run(lambda: "tasks.scrape" in __import__("sys").modules)
+        ran_here = client.run(lambda: "scrapersky.tasks.scrape" in __import__("sys").modules)
 
     report = status_of(uuid.UUID(str(state.state_details.flow_run_id)))
     assert (report.status, report.completed_domains, report.failed_domains) == ("partial", 60, 1)
@@ -154,17 +154,17 @@ def test_a_sub_batch_that_dies_keeps_what_it_saved(database: str, farm: Farm, mo
 
     monkeypatch.setenv("SCRAPERSKY_TASK_PER_DOMAIN_MAX", "5")
     monkeypatch.setenv("SCRAPERSKY_TASK_RUNNER", "threads")
-    real = tasks.scrape.scrape_with_retries
+    real = scrapersky.tasks.scrape.scrape_with_retries
 
     def dying(domain: str, options: BatchOptions):
         if domain == "ok-slow.test":  # finishes after the sub-batch's first save interval
-            time.sleep(tasks.scrape.SAVE_INTERVAL + 0.3)
+            time.sleep(scrapersky.tasks.scrape.SAVE_INTERVAL + 0.3)
         if domain == "ok-dies.test":  # then the sub-batch itself breaks (as a killed worker would)
-            time.sleep(tasks.scrape.SAVE_INTERVAL + 1.0)
+            time.sleep(scrapersky.tasks.scrape.SAVE_INTERVAL + 1.0)
             raise RuntimeError("the worker went away")
         return real(domain, options)
 
-    monkeypatch.setattr(tasks.scrape, "scrape_with_retries", dying)
+    monkeypatch.setattr(scrapersky.tasks.scrape, "scrape_with_retries", dying)
     domains = [f"ok-kept{i}.test" for i in range(10)] + ["ok-slow.test", "ok-dies.test"]
     state = batch_scrape(BatchRequest(domains=domains, tenant_id=TENANT, options=BatchOptions(concurrency=12)),
                          return_state=True)
