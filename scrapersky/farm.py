@@ -1,7 +1,9 @@
 """A local web farm: any number of virtual domains served from one loopback server.
 
-Used by the demo, the tests and the benchmarks, together with connect-to rules
-(``Farm.connect_to()``). What a domain serves is chosen by its first label's prefix:
+Used by the demo, the tests and the benchmark (``python -m benchmarks.bench``), together
+with connect-to rules (``Farm.connect_to()``). One asyncio event loop, in a thread of
+its own, serves every connection: thousands of domains at a time cost it no thread each.
+What a domain serves is chosen by its first label's prefix:
 
     ok-*        a complete homepage (title, description, og tags, icon, canonical)
     notitle-*   a page without <title>           nested-*   markup inside <title>
@@ -11,6 +13,9 @@ Used by the demo, the tests and the benchmarks, together with connect-to rules
     big-*       a 3 MB page (its head first)      loop-*     redirects to itself
     moved-*     redirects to ok-<rest>           refresh-*  a meta refresh to ok-<rest>
     chain-<n>.*  a meta refresh to chain-<n+1>.* (an endless chain)
+    site-<i>.*  a realistic 30-100 KB homepage (``site_page(i)``: size fixed by i, full
+                head, JSON-LD, scripts, navigation, a footer with contacts) after
+                ``Farm(latency=...)`` seconds, at ``/`` only (404 elsewhere)
 
 Hostile ones, for the failure tests (each bounded in bytes and time):
 
@@ -26,28 +31,34 @@ Hostile ones, for the failure tests (each bounded in bytes and time):
 Domains under ``.refused.test`` get "connection refused"; under ``.selfsigned.test``
 a TLS server with a self-signed certificate answers on 443. Port 443 is refused for
 every other domain, so fetches fall back to http as they do against a site without
-TLS. Only loopback addresses are ever used.
+TLS. One request a connection (``Connection: close``, as for distinct real sites).
+Only loopback addresses are ever used.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import socket
 import ssl
 import struct
 import tempfile
 import threading
-import time
 import zlib
 from collections import Counter
 from functools import cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 HUGE_PAGE_BYTES = 50 * 1024 * 1024
 BOMB_BYTES = 1024 * 1024 * 1024
+_HTML = "text/html; charset=utf-8"
+_SITE = re.compile(r"site-(\d{1,9})")
+_QUIET = (ConnectionError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
 
-__all__ = ["Farm", "homepage"]
+__all__ = ["Farm", "homepage", "site_page", "site_page_size", "site_title"]
 
 
 def homepage(host: str) -> bytes:
@@ -67,6 +78,125 @@ def homepage(host: str) -> bytes:
 </head>
 <body><h1>{name}</h1><p>Welcome to {host}.</p></body>
 </html>""".encode()
+
+
+# --------------------------------------------------------------------------- site-<i>
+
+_WORDS = (
+    "the of and to in our we for with your on that is are by from as at this be it an or "
+    "service services customers quality team years experience business solutions local "
+    "company products support contact about learn more trusted professional design build "
+    "family owned since community projects clients results free quote today call us "
+    "industry leading innovative reliable affordable custom home commercial residential "
+    "sustainable people partners award winning delivery repair installation maintenance "
+    "consulting management software platform data cloud security training growth"
+).split()
+_NAV = "".join(
+    f'<li><a href="/{slug}/">{slug.capitalize()}</a></li>\n'
+    for slug in ("about", "services", "products", "pricing", "blog", "news", "careers", "faq", "support", "contact")
+)
+
+
+@cache
+def _paragraphs() -> tuple[str, ...]:
+    """A fixed pool of plain-text paragraphs (a deterministic word salad)."""
+    state, pool = 12345, []
+    for _ in range(97):
+        words = []
+        state = (state * 1103515245 + 12345) & 0x7FFFFFFF
+        for _ in range(70 + state % 90):
+            state = (state * 1103515245 + 12345) & 0x7FFFFFFF
+            words.append(_WORDS[state % len(_WORDS)])
+        text = " ".join(words)
+        pool.append(text[0].upper() + text[1:] + ".")
+    return tuple(pool)
+
+
+def site_page_size(i: int) -> int:
+    """The target size of site i's homepage in bytes: 30-100 KB, fixed by i."""
+    return 30_000 + (i * 7919 + 104_729) % 68_000
+
+
+def site_title(i: int) -> str:
+    return f"Site {i} | Farm"
+
+
+def site_page(i: int) -> bytes:
+    """Site i's homepage (``site-<i>.test``): a realistic head and a body of about
+    ``site_page_size(i)`` bytes, the same every time."""
+    host, phone = f"site-{i}.test", f"+1415555{100 + i % 100:04d}"
+    head = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{site_title(i)}</title>
+<meta name="description" content="Site {i} offers reliable services for local businesses and families since {1990 + i % 30}.">
+<meta name="keywords" content="site {i}, farm, services, quality, local business">
+<meta name="generator" content="WordPress 6.4.{i % 4}">
+<meta property="og:title" content="Site {i}">
+<meta property="og:site_name" content="Farm">
+<meta property="og:type" content="website">
+<meta property="og:url" content="http://{host}/">
+<meta property="og:image" content="http://{host}/static/og-{i}.png">
+<meta property="og:description" content="Everything about Site {i}.">
+<meta name="twitter:card" content="summary_large_image">
+<meta name="twitter:site" content="@site{i}">
+<link rel="canonical" href="http://{host}/">
+<link rel="icon" type="image/png" sizes="32x32" href="/static/favicon-32.png">
+<link rel="apple-touch-icon" href="/static/apple-touch-icon.png">
+<link rel="stylesheet" href="/wp-content/themes/farm/style.css?ver={i % 9}">
+<link rel="stylesheet" href="/static/css/main.{i % 7}.css">
+<link rel="preload" href="/static/fonts/inter.woff2" as="font" crossorigin>
+<script src="/wp-includes/js/jquery/jquery.min.js?ver=3.7.1"></script>
+<script async src="/static/js/analytics.js"></script>
+<script>window.dataLayer = window.dataLayer || []; function track() {{ dataLayer.push(arguments); }} track('js', new Date()); track('config', 'site-{i}');</script>
+<script type="application/ld+json">{{"@context": "https://schema.org", "@type": "Organization", "name": "Site {i}", "url": "http://{host}/", "logo": "http://{host}/static/logo.png", "email": "hello@{host}", "telephone": "{phone}", "sameAs": ["https://twitter.com/site{i}", "https://www.linkedin.com/company/site-{i}"]}}</script>
+<style>body {{ font-family: Inter, sans-serif; margin: 0 }} .hero {{ padding: 4rem 2rem }} .logo {{ height: 48px }}</style>
+</head>
+<body class="home page-template-default">
+<header class="site-header">
+<a href="/" class="brand"><img src="/static/logo.png" alt="Site {i} logo" class="logo" width="160" height="48"></a>
+<nav class="main-nav"><ul>
+{_NAV}</ul></nav>
+</header>
+<main id="content">
+<section class="hero"><h1>Welcome to Site {i}</h1></section>
+"""
+    footer = f"""</main>
+<footer class="site-footer">
+<p>Contact us: <a href="mailto:contact@{host}">contact@{host}</a> or call <a href="tel:{phone}">{phone}</a>.</p>
+<p>Write to sales@{host} for a quote.</p>
+<p class="social">Follow us:
+<a href="https://twitter.com/site{i}">Twitter</a>
+<a href="https://www.facebook.com/site{i}">Facebook</a>
+<a href="https://www.linkedin.com/company/site-{i}">LinkedIn</a>
+<a href="https://www.instagram.com/site{i}/">Instagram</a></p>
+<p>&copy; 2024 Site {i}. All rights reserved. <a href="/privacy/">Privacy</a> <a href="/terms/">Terms</a></p>
+</footer>
+<script src="/static/js/app.{i % 13}.js" defer></script>
+<script>document.documentElement.classList.add('js');</script>
+</body>
+</html>
+"""
+    parts, pool = [head], _paragraphs()
+    size, target = len(head) + len(footer), site_page_size(i)
+    for k in range(1000):
+        if size >= target:
+            break
+        first, second = pool[(i * 31 + k * 17) % len(pool)], pool[(i * 7 + k * 29 + 3) % len(pool)]
+        section = (
+            f'<section class="block block-{k}"><h2>Section {k + 1}</h2>\n<p>{first}</p>\n'
+            f'<p>{second} <a href="/services/{k}/">Read more</a></p>\n'
+            f'<img src="/static/img/photo-{k}.jpg" alt="Photo {k}" loading="lazy"></section>\n'
+        )
+        parts.append(section)
+        size += len(section)
+    parts.append(footer)
+    return "".join(parts).encode()
+
+
+# --------------------------------------------------------------------------- the server
 
 
 @cache
@@ -105,204 +235,57 @@ def _self_signed_context() -> ssl.SSLContext:
     return context
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _FarmServer
-    protocol_version = "HTTP/1.0"
-
-    def log_message(self, format: str, *args: object) -> None:  # quiet
-        pass
-
-    def do_GET(self) -> None:
-        host = (self.headers.get("Host") or "").split(":")[0].lower()
-        with self.server.lock:
-            self.server.hits[host] += 1
-            hits = self.server.hits[host]
-        name = host.split(".")[0]
-        if self._hostile(name, host, hits):
-            return
-        if name.startswith("delay-"):
-            time.sleep(0.2)
-            self._send(200, homepage(host))
-            return
-        if name.startswith("err500-"):
-            self._send(500, b"<h1>boom</h1>")
-        elif name.startswith("notfound-"):
-            self._send(404, b"<h1>not here</h1>")
-        elif name.startswith("flaky-") and hits == 1:
-            self._send(503, b"<h1>try later</h1>")
-        elif name.startswith("big-"):
-            self._send(200, homepage(host) + b"<p>" + b"x" * 3_000_000 + b"</p>")
-        elif name.startswith("loop-"):
-            self._redirect(f"http://{host}/")
-        elif name.startswith("moved-"):
-            self._redirect(f"http://ok-{host.split('-', 1)[1]}/")
-        elif name.startswith("refresh-"):
-            target = f"http://ok-{host.split('-', 1)[1]}/"
-            self._send(200, f"<html><head><meta http-equiv='refresh' content='0; url={target}'>"
-                            "<title>Moved</title></head><body></body></html>".encode())
-        elif name.startswith("chain-") and name[6:].isdigit():
-            rest = host.split(".", 1)[1]
-            self._send(200, f"<html><head><meta http-equiv='refresh' content='0; url=http://chain-"
-                            f"{int(name[6:]) + 1}.{rest}/'><title>Next</title></head></html>".encode())
-        elif name.startswith("empty-"):
-            self._send(200, b"")
-        elif name.startswith("binary-"):
-            self._send(200, bytes(range(256)) * 8, "application/octet-stream")
-        elif name.startswith("notitle-"):
-            self._send(200, b"<html><head><meta name='description' content='untitled'></head>"
-                       b"<body>no title</body></html>")
-        elif name.startswith("nested-"):
-            self._send(200, b"<html><head><title>Nested <b>bold</b> <i>title</i></title></head>"
-                       b"<body></body></html>")
-        else:
-            self._send(200, homepage(host))
-
-    def _hostile(self, name: str, host: str, hits: int) -> bool:
-        if name.startswith("slowheaders-"):
-            time.sleep(5)
-            self._send(200, homepage(host))
-        elif name.startswith("trickle-"):
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", "100000")
-            self.end_headers()
-            for _ in range(30):  # bounded: 30 bytes, 30 seconds at most
-                self.wfile.write(b"<")
-                self.wfile.flush()
-                time.sleep(1)
-        elif name.startswith("bomb-"):
-            body = gzip_bomb()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Encoding", "gzip")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        elif name.startswith("huge-"):
-            head = f"<html><head><title>{name}</title></head><body>".encode()
-            block = b"<p>" + b"lorem ipsum " * 85 + b"</p>\n"  # about 1 KB
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(head) + HUGE_PAGE_BYTES // len(block) * len(block)))
-            self.end_headers()
-            self.wfile.write(head)
-            try:
-                for _ in range(HUGE_PAGE_BYTES // len(block)):
-                    self.wfile.write(block)
-            except OSError:
-                pass  # the client stopped reading at its cap
-        elif name.startswith("tolocal-"):
-            self._redirect(f"http://{self.server.trap_address[0]}:{self.server.trap_address[1]}/")
-        elif name.startswith("binaryhtml-"):
-            self._send(200, bytes(range(256)) * 16, "text/html")
-        elif name.startswith("badcharset-"):
-            self._send(200, homepage(host), "text/html; charset=no-such-charset")
-        elif name.startswith("ratelimited-") and hits == 1:
-            self.send_response(429)
-            self.send_header("Retry-After", "1")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        elif name.startswith("robots-") and self.path == "/robots.txt":
-            self._send(200, b"User-agent: *\nDisallow: /\n", "text/plain")
-        elif name.startswith("reset-"):
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", "100000")
-            self.end_headers()
-            self.wfile.write(homepage(host)[:300])
-            self.wfile.flush()
-            # SO_LINGER 0: close with a TCP reset, mid-body.
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-        else:
-            return False
-        return True
-
-    def _redirect(self, location: str) -> None:
-        self.send_response(301)
-        self.send_header("Location", location)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def _send(self, status: int, body: bytes, content_type: str = "text/html; charset=utf-8") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class _FarmServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256
-
-    def __init__(self, address: tuple[str, int], hits: Counter[str], lock: threading.Lock,
-                 trap_address: tuple[str, int]) -> None:
-        super().__init__(address, _Handler)
-        self.hits = hits
-        self.lock = lock
-        self.trap_address = trap_address
-
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        import sys
-
-        if not isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError, TimeoutError)):
-            super().handle_error(request, client_address)  # a client hanging up is no error
+def _listening(host: str, port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
 
 
 class _Trap:
     """A listener on 127.0.0.2 that only counts the connections it receives."""
 
     def __init__(self) -> None:
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.2", 0))
-        self.socket.listen(16)
-        self.socket.settimeout(0.2)
+        self.socket = _listening("127.0.0.2")
         self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self.socket.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            connection.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.socket.close()
+    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        writer.close()
 
 
 class Farm:
-    """The farm server; use as a context manager."""
+    """The farm server; use as a context manager. Its sockets listen from construction
+    on; ``__enter__`` starts serving them, ``__exit__`` stops and closes them."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, latency: float = 0.1) -> None:
+        self.latency = latency  # before a site-<i> page
         self._hits: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._counts = {"connections": 0, "bytes_sent": 0, "not_found": 0}
         self.trap = _Trap()
-        self._server = _FarmServer((host, port), self._hits, self._lock, self.trap.socket.getsockname())
-        self._tls = _FarmServer((host, 0), self._hits, self._lock, self.trap.socket.getsockname())
-        self._tls.socket = _self_signed_context().wrap_socket(self._tls.socket, server_side=True)
-        self._tls_thread = threading.Thread(target=self._tls.serve_forever, daemon=True)
+        self._plain = _listening(host, port)
+        self._address: tuple[str, int] = self._plain.getsockname()
+        self._tls = _listening(host)
+        self._tls_context = _self_signed_context()
         # A bound socket that never listens: connecting to it is refused at once,
         # and no other process can take its port meanwhile.
         self._closed = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._closed.bind((host, 0))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._servers: list[asyncio.AbstractServer] = []
 
     @property
     def host(self) -> str:
-        return self._server.server_address[0]
+        return self._address[0]
 
     @property
     def port(self) -> int:
-        return self._server.server_address[1]
+        return self._address[1]
 
     @property
     def refused_port(self) -> int:
@@ -314,18 +297,31 @@ class Farm:
         with self._lock:
             return Counter(self._hits)
 
+    def stats(self, reset: bool = False) -> dict[str, int]:
+        """Counters since the start (or the last reset): connections, requests, distinct
+        hosts requested, 404s, bytes sent. ``reset`` also clears ``hits``."""
+        with self._lock:
+            counts = dict(self._counts, requests=sum(self._hits.values()), hosts=len(self._hits))
+            if reset:
+                self._hits.clear()
+                self._counts = dict.fromkeys(self._counts, 0)
+        return counts
+
     def connect_to(self, suffix: str = "test") -> list[str]:
         return [
             f"*.{suffix}:80:{self.host}:{self.port}",
             f"*.{suffix}:443:{self.host}:{self.refused_port}",
             f"*.refused.{suffix}::{self.host}:{self.refused_port}",
-            f"*.selfsigned.{suffix}:443:{self.host}:{self._tls.server_address[1]}",
+            f"*.selfsigned.{suffix}:443:{self.host}:{self._tls.getsockname()[1]}",
             f"*.selfsigned.{suffix}:80:{self.host}:{self.refused_port}",
         ]
 
     def __enter__(self) -> Farm:
+        started = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, args=(started,), name="scrapersky-farm", daemon=True)
         self._thread.start()
-        self._tls_thread.start()
+        started.wait()
         return self
 
     def __exit__(
@@ -334,8 +330,214 @@ class Farm:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for server in (self._server, self._tls):
-            server.shutdown()
-            server.server_close()
-        self._closed.close()
-        self.trap.close()
+        if self._loop is not None and self._thread is not None:
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=30)
+            self._thread.join(timeout=30)
+            self._loop.close()
+        for sock in (self._plain, self._tls, self._closed, self.trap.socket):
+            sock.close()
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self, started: threading.Event) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        loop.set_exception_handler(self._exception)
+
+        async def serve() -> None:
+            self._servers = [
+                await asyncio.start_server(self._connection, sock=self._plain, limit=256 * 1024),
+                await asyncio.start_server(self._connection, sock=self._tls, ssl=self._tls_context),
+                await asyncio.start_server(self.trap.accept, sock=self.trap.socket),
+            ]
+
+        loop.run_until_complete(serve())
+        started.set()
+        loop.run_forever()
+
+    @staticmethod
+    def _exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if not isinstance(context.get("exception"), _QUIET):  # a client hanging up is no error
+            loop.default_exception_handler(context)
+
+    async def _stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        asyncio.get_running_loop().call_soon(asyncio.get_running_loop().stop)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._counts["connections"] += 1
+        try:
+            raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30.0)
+            lines = raw.decode("latin-1").split("\r\n")
+            request = lines[0].split()
+            headers = {}
+            for line in lines[1:]:
+                name, colon, value = line.partition(":")
+                if colon:
+                    headers[name.strip().lower()] = value.strip()
+            if len(request) != 3 or request[0] != "GET":
+                await _Response(writer, self).send(501, b"<h1>not implemented</h1>")
+                return
+            host = headers.get("host", "").split(":")[0].lower()
+            with self._lock:
+                self._hits[host] += 1
+                hits = self._hits[host]
+            await self._answer(_Response(writer, self), host, request[1], hits)
+        except _QUIET + (asyncio.CancelledError,):
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _answer(self, out: _Response, host: str, path: str, hits: int) -> None:
+        name = host.split(".")[0]
+        prefix = name.split("-", 1)[0] + "-" if "-" in name else ""
+        site = _SITE.fullmatch(name)
+        if site:
+            if path == "/":
+                await asyncio.sleep(self.latency)
+                await out.send(200, site_page(int(site.group(1))))
+            else:
+                await out.send(404, b"<!doctype html><html><head><title>404 Not Found</title></head>"
+                                    b"<body><h1>Not found</h1></body></html>")
+        elif prefix in _HOSTILE:
+            await _HOSTILE[prefix](self, out, name, host, path, hits)
+        elif prefix == "delay-":
+            await asyncio.sleep(0.2)
+            await out.send(200, homepage(host))
+        elif prefix == "err500-":
+            await out.send(500, b"<h1>boom</h1>")
+        elif prefix == "notfound-":
+            await out.send(404, b"<h1>not here</h1>")
+        elif prefix == "flaky-" and hits == 1:
+            await out.send(503, b"<h1>try later</h1>")
+        elif prefix == "big-":
+            await out.send(200, homepage(host) + b"<p>" + b"x" * 3_000_000 + b"</p>")
+        elif prefix == "loop-":
+            await out.redirect(f"http://{host}/")
+        elif prefix == "moved-":
+            await out.redirect(f"http://ok-{host.split('-', 1)[1]}/")
+        elif prefix == "refresh-":
+            target = f"http://ok-{host.split('-', 1)[1]}/"
+            await out.send(200, f"<html><head><meta http-equiv='refresh' content='0; url={target}'>"
+                                "<title>Moved</title></head><body></body></html>".encode())
+        elif prefix == "chain-" and name[6:].isdigit():
+            rest = host.split(".", 1)[1]
+            await out.send(200, f"<html><head><meta http-equiv='refresh' content='0; url=http://chain-"
+                                f"{int(name[6:]) + 1}.{rest}/'><title>Next</title></head></html>".encode())
+        elif prefix == "empty-":
+            await out.send(200, b"")
+        elif prefix == "binary-":
+            await out.send(200, bytes(range(256)) * 8, "application/octet-stream")
+        elif prefix == "notitle-":
+            await out.send(200, b"<html><head><meta name='description' content='untitled'></head>"
+                                b"<body>no title</body></html>")
+        elif prefix == "nested-":
+            await out.send(200, b"<html><head><title>Nested <b>bold</b> <i>title</i></title></head>"
+                                b"<body></body></html>")
+        else:
+            await out.send(200, homepage(host))
+
+    # ------------------------------------------------------------------ hostile kinds
+
+    async def _slowheaders(self, out: _Response, name: str, host: str, path: str, hits: int) -> None:
+        await asyncio.sleep(5)
+        await out.send(200, homepage(host))
+
+    async def _trickle(self, out: _Response, name: str, host: str, path: str, hits: int) -> None:
+        await out.head(200, "text/html", 100_000)
+        for _ in range(30):  # bounded: 30 bytes, 30 seconds at most
+            await out.write(b"<")
+            await asyncio.sleep(1)
+
+    async def _bomb(self, out: _Response, name: str, host: str, path: str, hits: int) -> None:
+        body = await asyncio.to_thread(gzip_bomb)  # a few seconds the first time: not in the loop
+        await out.send(200, body, "text/html", {"Content-Encoding": "gzip"})
+
+    async def _huge(self, out: _Response, name: str, host: str, path: str, hits: int) -> None:
+        head = f"<html><head><title>{name}</title></head><body>".encode()
+        block = b"<p>" + b"lorem ipsum " * 85 + b"</p>\n"  # about 1 KB
+        count = HUGE_PAGE_BYTES // len(block)
+        await out.head(200, _HTML, len(head) + count * len(block))
+        await out.write(head)
+        for done in range(0, count, 256):  # the client stops reading at its cap
+            await out.write(block * min(256, count - done))
+
+    async def _tolocal(self, out: _Response, name: str, host: str, path: str, hits: int) -> None:
+        address, port = self.trap.socket.getsockname()
+        await out.redirect(f"http://{address}:{port}/")
+
+    async def _binaryhtml(self, out: _Response, name: str, host: str, path: str, hits: int) -> None:
+        await out.send(200, bytes(range(256)) * 16, "text/html")
+
+    async def _badcharset(self, out: _Response, name: str, host: str, path: str, hits: int) -> None:
+        await out.send(200, homepage(host), "text/html; charset=no-such-charset")
+
+    async def _ratelimited(self, out: _Response, name: str, host: str, path: str, hits: int) -> None:
+        if hits == 1:
+            await out.send(429, b"", extra={"Retry-After": "1"})
+        else:
+            await out.send(200, homepage(host))
+
+    async def _robots(self, out: _Response, name: str, host: str, path: str, hits: int) -> None:
+        if path == "/robots.txt":
+            await out.send(200, b"User-agent: *\nDisallow: /\n", "text/plain")
+        else:
+            await out.send(200, homepage(host))
+
+    async def _reset(self, out: _Response, name: str, host: str, path: str, hits: int) -> None:
+        await out.head(200, "text/html", 100_000)
+        await out.write(homepage(host)[:300])
+        # SO_LINGER 0: close with a TCP reset, mid-body.
+        sock = out.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        out.writer.transport.abort()
+
+
+_HOSTILE = {
+    "slowheaders-": Farm._slowheaders, "trickle-": Farm._trickle, "bomb-": Farm._bomb, "huge-": Farm._huge,
+    "tolocal-": Farm._tolocal, "binaryhtml-": Farm._binaryhtml, "badcharset-": Farm._badcharset,
+    "ratelimited-": Farm._ratelimited, "robots-": Farm._robots, "reset-": Farm._reset,
+}
+
+
+class _Response:
+    """Writes one response on a connection, counting its bytes."""
+
+    def __init__(self, writer: asyncio.StreamWriter, farm: Farm) -> None:
+        self.writer = writer
+        self._farm = farm
+
+    def _head(self, status: int, content_type: str | None, length: int, extra: dict[str, str] | None) -> bytes:
+        if status == 404:
+            self._farm._counts["not_found"] += 1
+        lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Server: scrapersky-farm"]
+        if content_type:
+            lines.append(f"Content-Type: {content_type}")
+        lines += [f"{key}: {value}" for key, value in (extra or {}).items()]
+        lines += [f"Content-Length: {length}", "Connection: close", "", ""]
+        return "\r\n".join(lines).encode("latin-1")
+
+    async def head(self, status: int, content_type: str | None, length: int,
+                   extra: dict[str, str] | None = None) -> None:
+        await self.write(self._head(status, content_type, length, extra))
+
+    async def write(self, data: bytes) -> None:
+        self.writer.write(data)
+        self._farm._counts["bytes_sent"] += len(data)
+        await self.writer.drain()
+
+    async def send(self, status: int, body: bytes, content_type: str = _HTML,
+                   extra: dict[str, str] | None = None) -> None:
+        await self.write(self._head(status, content_type, len(body), extra) + body)
+
+    async def redirect(self, location: str) -> None:
+        await self.head(301, None, 0, {"Location": location})

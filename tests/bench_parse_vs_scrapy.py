@@ -1,5 +1,5 @@
 """Per-page CPU of this project's extraction beside the benchmark's Scrapy spider's
-``parse``, on the benchmark farm's pages (no network), interleaved, medians.
+``parse``, on the farm's site pages (no network), interleaved, medians.
 
     .venv/bin/python tests/bench_parse_vs_scrapy.py
 """
@@ -11,15 +11,15 @@ import time
 
 from scrapy.http import HtmlResponse, Request
 
-from benchmarks.bench import page_for
 from benchmarks.spider import HomepageSpider
+from scrapersky.farm import site_page
 from scrapersky.metadata.extract import extract_metadata
 
 HEADERS = {"content-type": "text/html; charset=utf-8"}
 
 
 def main(pages: int = 60, repeat: int = 5) -> None:
-    bodies = [page_for(i) for i in range(pages)]
+    bodies = [site_page(i) for i in range(pages)]
     spider = HomepageSpider(port=0, n=0)
     ours: list[float] = []
     scrapy: list[float] = []

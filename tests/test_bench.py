@@ -1,39 +1,73 @@
 """The benchmark harness (benchmarks.bench) measures something: at a tiny N its raw
-baseline and its Scrapy peer fetch every farm page once and extract every title, and
-its checks see a missing page or a wrong title."""
+baseline, its Scrapy peer and the flow fetch every farm page once and extract every
+title, and a contestant that measures nothing fails the run."""
 
 from __future__ import annotations
 
 import json
-import socket
 
 import httpx
 import pytest
 
-from benchmarks import bench
+from benchmarks import bench, checks
+from scrapersky.farm import Farm, site_page, site_page_size
 
 N = 40
 
 
-def test_raw_baseline_and_scrapy_peer_fetch_every_page_and_title(tmp_path):
+def _bench(tmp_path, *args: str) -> tuple[int, dict]:
     out = tmp_path / "bench.json"
-    code = bench.main([
-        "--n", str(N), "--latency", "0.02", "--concurrency", "10", "--contestants", "raw,scrapy",
-        "--timeout", "50", "--json", str(out), "--quiet",
-    ])
-    document = json.loads(out.read_text())
+    code = bench.main(["--n", str(N), "--latency", "0.02", "--concurrency", "10", "--timeout", "120",
+                       "--json", str(out), "--quiet", *args])
+    return code, json.loads(out.read_text())
+
+
+def _assert_complete(document: dict, contestants: set[str]) -> None:
     runs = {run["contestant"]: run for run in document["runs"]}
-    assert set(runs) == {"raw", "scrapy"}
+    assert set(runs) == contestants
     for name, run in runs.items():
         assert run["exit_code"] == 0 and not run["timed_out"], (name, run["problems"])
-        assert run["pages_ok"] == N, (name, run["problems"])
-        assert run["titles_ok"] == N, (name, run["problems"])
+        assert run["pages_ok"] == N and run["titles_ok"] == N, (name, run["problems"])
         # The farm saw each homepage exactly once: nothing skipped, nothing fetched twice.
-        assert run["farm"]["unique_homepages"] == N and run["farm"]["duplicate_homepages"] == 0, name
-        assert run["cpu_seconds"] > 0 and run["max_rss_mb"] > 10 and run["wall_seconds"] > 0.02, name
-        assert run["complete"], name
-    assert {row["contestant"] for row in document["summary"]} == {"raw", "scrapy"}
+        assert run["farm"]["hosts"] == N and run["farm"]["requests"] == N, (name, run["farm"])
+        assert run["cpu_seconds"] > 0.05 and run["wall_seconds"] > 0.02, name
+        assert 10 < run["max_rss_mb"] < 1000, name  # the contestant's own, not the harness's
+        assert run["complete"] and not run["problems"], name
+    assert {row["contestant"] for row in document["summary"]} == contestants
+
+
+def test_raw_baseline_and_scrapy_peer_fetch_every_page_and_title(tmp_path):
+    code, document = _bench(tmp_path, "--contestants", "raw,scrapy")
+    _assert_complete(document, {"raw", "scrapy"})
     assert code == 0
+
+
+def test_the_flow_on_a_real_prefect_server_fetches_every_page(tmp_path):
+    code, document = _bench(tmp_path, "--contestants", "flow")
+    _assert_complete(document, {"flow"})
+    (run,) = document["runs"]
+    assert run["state"] == "Completed" and run["batch"]["status"] == "completed"
+    assert run["api_errors"] == 0, run["api_error_samples"]
+    assert run["server_cpu_seconds"] > 0
+    assert code == 0
+
+
+def test_a_contestant_that_measures_nothing_fails_the_run(tmp_path, monkeypatch):
+    class Elsewhere(bench.FarmProcess):  # the contestants are sent to a port nobody listens on
+        @property
+        def port(self) -> int:
+            return int(self.connect_to[1].rsplit(":", 1)[1])
+
+        @port.setter
+        def port(self, value: int) -> None:
+            pass
+
+    monkeypatch.setattr(bench, "FarmProcess", Elsewhere)
+    code, document = _bench(tmp_path, "--contestants", "raw")
+    (run,) = document["runs"]
+    assert run["pages_ok"] == 0 and not run["complete"] and run["problems"]
+    assert document["summary"][0]["complete"] is False
+    assert code == 1
 
 
 def test_the_checks_see_missing_pages_and_wrong_titles(tmp_path):
@@ -45,27 +79,23 @@ def test_the_checks_see_missing_pages_and_wrong_titles(tmp_path):
         {"domain": "site-3.test", "error": "ConnectError: refused"},
     ]  # site-4.test: no record at all
     results.write_text("".join(json.dumps(record) + "\n" for record in records))
-    ok, titles, problems = bench._check_records(results, 5)
+    ok, titles, problems = checks.check_records(results, 5)
     assert (ok, titles) == (3, 2)
     assert len(problems) == 3
+    assert checks.check_records(tmp_path / "missing.jsonl", 5)[:2] == (0, 0)
 
 
-def test_farm_pages_and_routes(tmp_path):
-    sizes = [len(bench.page_for(i)) for i in range(50)]
+def test_site_pages_on_the_farm():
+    sizes = [len(site_page(i)) for i in range(50)]
     assert 30_000 <= min(sizes) and max(sizes) <= 100_000 and len(set(sizes)) > 40
-    assert bench.page_for(7) == bench.page_for(7)
-
-    farm = bench.BenchFarm(latency=0.0, keep_alive=False, max_seconds=60, logs=tmp_path)
-    try:
+    assert all(0 <= len(site_page(i)) - site_page_size(i) < 3_000 for i in range(50))
+    assert site_page(7) == site_page(7)
+    with Farm(latency=0.0) as farm, httpx.Client(trust_env=False, timeout=10) as client:
         base = f"http://127.0.0.1:{farm.port}"
-        with httpx.Client(trust_env=False, timeout=10) as client:
-            page = client.get(base + "/", headers={"Host": "site-7.test"})
-            assert page.status_code == 200 and page.content == bench.page_for(7)
-            assert "<title>Site 7 | Farm</title>" in page.text
-            assert client.get(base + "/robots.txt", headers={"Host": "site-7.test"}).status_code == 404
-            assert client.get(base + "/", headers={"Host": "elsewhere.example"}).status_code == 404
-        assert farm.stats()["homepages"] == 1
-        with pytest.raises(ConnectionRefusedError):  # where the flow's https attempts go
-            socket.create_connection(("127.0.0.1", farm.refused_port), timeout=5).close()
-    finally:
-        farm.stop()
+        page = client.get(base + "/", headers={"Host": "site-7.test"})
+        assert page.status_code == 200 and page.content == site_page(7)
+        assert "<title>Site 7 | Farm</title>" in page.text
+        assert client.get(base + "/robots.txt", headers={"Host": "site-7.test"}).status_code == 404
+        assert farm.stats() == {"connections": 2, "requests": 2, "hosts": 1, "not_found": 1,
+                                "bytes_sent": pytest.approx(len(site_page(7)) + 300, abs=300)}
+        assert farm.stats(reset=True)["requests"] == 2 and farm.stats()["requests"] == 0 and not farm.hits
