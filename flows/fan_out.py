@@ -21,6 +21,7 @@ import os
 import queue
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from types import TracebackType
 from uuid import UUID
@@ -75,6 +76,8 @@ def _outcome_of(future: PrefectFuture, domain: str) -> DomainOutcome:
 #: Sub-batches per worker a large batch is cut into (bounded below and above in size).
 SUB_BATCHES_PER_WORKER = 4
 SUB_BATCH_MIN, SUB_BATCH_MAX = 50, 500
+#: Runs of one sub-batch at most, when its task run dies (its domains without an outcome only).
+SUB_BATCH_ATTEMPTS = 3
 #: From this many domains, "auto" scrapes sub-batches in worker processes: starting
 #: them (a Python each, without Prefect) costs about a second on 2 cores.
 PROCESSES_FROM = 500
@@ -114,12 +117,9 @@ class SubBatchExecutor:
                 self.runner = stack.enter_context(_dask_runner(self.settings))
             else:
                 self.runner = stack.enter_context(ThreadPoolTaskRunner(max_workers=self.workers))
-            if self.kind == "processes":
-                self.pool = stack.enter_context(ProcessPoolExecutor(
-                    max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=start_worker, initargs=(os.getpid(), self.options, self.reach),
-                ))
             self._stack = stack.pop_all()
+        if self.kind == "processes":
+            self.pool = self._start_pool()
         return self
 
     def __exit__(self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]) -> None:
@@ -127,25 +127,27 @@ class SubBatchExecutor:
 
     def outcomes(self, domains: list[str]) -> Iterator[DomainOutcome]:
         """Every domain's outcome as soon as a sub-batch knows it (with Dask, when its
-        sub-batch returns); a sub-batch that dies leaves its other domains failed with
-        the reason, never lost."""
+        sub-batch returns). A sub-batch whose task run dies (a killed worker process, a
+        lost Dask worker) is run again for its domains without an outcome, at most
+        SUB_BATCH_ATTEMPTS times in all, on a fresh pool when the pool broke; then its
+        domains are failed with the reason, never lost."""
         assert self.runner is not None, "use SubBatchExecutor as a context manager"
         size = sub_batch_size(len(domains), self.workers)
-        waiting = [domains[start:start + size] for start in range(0, len(domains), size)]
+        waiting = [(domains[start:start + size], 1) for start in range(0, len(domains), size)]
         waiting.reverse()
         events: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         # Outcomes travel back through the queue as they are known (same process only).
         sink = None if self.kind == "dask" else (lambda outcome: events.put(("outcome", outcome)))
-        in_flight: dict[UUID, list[str]] = {}
+        in_flight: dict[UUID, tuple[list[str], int, ProcessPoolExecutor | None]] = {}
         delivered: set[str] = set()
         while waiting or in_flight:
             while waiting and len(in_flight) < 2 * self.workers:
-                chunk = waiting.pop()
+                chunk, attempt = waiting.pop()
                 future = self.runner.submit(scrape_domains, {
                     "domains": chunk, "options": self.options, "reach": self.reach, "extra": len(chunk) - 1,
                     "pool": self.pool, "sink": sink,
                 })
-                in_flight[future.task_run_id] = chunk
+                in_flight[future.task_run_id] = (chunk, attempt, self.pool)
                 future.add_done_callback(lambda done: events.put(("done", done)))
             kind, item = events.get()
             if kind == "outcome":
@@ -154,26 +156,53 @@ class SubBatchExecutor:
                 yield item
                 continue
             assert isinstance(item, PrefectFuture)
-            chunk = in_flight.pop(item.task_run_id)
+            chunk, attempt, pool = in_flight.pop(item.task_run_id)
             # Its outcomes were queued before its end (one queue, in order): all seen.
-            yield from self._rest_of(item, chunk, delivered)
-
-    @staticmethod
-    def _rest_of(future: PrefectFuture, chunk: list[str], delivered: set[str]) -> Iterator[DomainOutcome]:
-        try:
-            result = future.result(raise_on_failure=False)
-        except Exception as error:  # a crashed or cancelled task run
-            result = error
-        if isinstance(result, list):
-            returned = {outcome.domain: outcome for outcome in result if isinstance(outcome, DomainOutcome)}
-        else:
-            returned = {}
-        error = result if isinstance(result, BaseException) else RuntimeError(f"sub-batch returned {result!r:.200}")
-        for domain in chunk:
-            if domain in delivered:
+            returned, error = _result_of(item)
+            for outcome in returned:
+                if outcome.domain not in delivered:
+                    delivered.add(outcome.domain)
+                    yield outcome
+            rest = [domain for domain in chunk if domain not in delivered]
+            if not rest:
                 continue
-            delivered.add(domain)
-            yield returned.get(domain) or outcome_from_error(domain, error)
+            if attempt < SUB_BATCH_ATTEMPTS:
+                if isinstance(error, BrokenProcessPool) and pool is self.pool:
+                    self._replace_pool()
+                waiting.append((rest, attempt + 1))
+                continue
+            error = RuntimeError(f"its sub-batch failed {attempt} times, last: {type(error).__name__}: {error}")
+            for domain in rest:
+                delivered.add(domain)
+                yield outcome_from_error(domain, error)
+
+    def _start_pool(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=start_worker, initargs=(os.getpid(), self.options, self.reach),
+        )
+        self._stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+        return pool
+
+    def _replace_pool(self) -> None:
+        """A worker process died and took the pool with it: the rest runs on a new one."""
+        assert self.pool is not None
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._start_pool()
+
+
+def _result_of(future: PrefectFuture) -> tuple[list[DomainOutcome], BaseException]:
+    """A finished sub-batch's outcomes, and why it has no more."""
+    try:
+        result = future.result(raise_on_failure=False)
+    except Exception as error:  # a crashed or cancelled task run
+        result = error
+    if isinstance(result, list):
+        outcomes = [outcome for outcome in result if isinstance(outcome, DomainOutcome)]
+        return outcomes, RuntimeError(f"sub-batch returned {len(outcomes)} outcomes for more domains")
+    if isinstance(result, BaseException):
+        return [], result
+    return [], RuntimeError(f"sub-batch returned {result!r:.200}")
 
 
 def _dask_runner(settings: Settings) -> TaskRunner:

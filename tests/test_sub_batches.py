@@ -176,3 +176,43 @@ def test_a_sub_batch_that_dies_keeps_what_it_delivered(
     assert (report.completed_domains, report.failed_domains) == (11, 1), report.domain_statuses
     assert report.domain_statuses["ok-slow.test"]["status"] == "completed"
     assert report.domain_statuses["ok-dies.test"]["error_type"] == "internal_error"
+
+
+def test_a_killed_worker_process_is_replaced_and_its_domains_run_again(
+    database: str, farm: Farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL of one worker process mid-batch: the pool breaks, a new one takes over,
+    the dead sub-batches' domains without an outcome run again; every domain completes."""
+    import os
+    import signal
+    import threading
+
+    import psutil
+
+    monkeypatch.setenv("SCRAPERSKY_TASK_PER_DOMAIN_MAX", "5")
+    monkeypatch.setenv("SCRAPERSKY_TASK_RUNNER", "processes")
+    monkeypatch.setenv("SCRAPERSKY_WORKERS", "2")
+    domains = [f"delay-kill{i}.test" for i in range(200)]
+    request = BatchRequest(domains=domains, tenant_id=TENANT, options=BatchOptions(concurrency=8))
+    ended: dict[str, object] = {}
+    runner = threading.Thread(target=lambda: ended.update(state=batch_scrape(request, return_state=True)))
+    runner.start()
+    deadline = time.monotonic() + 120
+    workers: list[psutil.Process] = []
+    while time.monotonic() < deadline and runner.is_alive():
+        workers = [child for child in psutil.Process().children(recursive=True)
+                   if "spawn_main" in " ".join(child.cmdline())]
+        if workers and sum(farm.hits.values()) >= 40:
+            break
+        time.sleep(0.1)
+    assert workers, "no worker process was seen"
+    os.kill(workers[0].pid, signal.SIGKILL)
+    killed_at = sum(farm.hits.values())
+    runner.join(timeout=180)
+    assert not runner.is_alive()
+    state = ended["state"]
+    report = status_of(uuid.UUID(str(state.state_details.flow_run_id)))
+    failed = {d: e["error"] for d, e in report.domain_statuses.items() if e["status"] != "completed"}
+    assert (report.status, report.completed_domains, failed) == ("completed", 200, {})
+    assert killed_at < 200  # the kill came mid-batch
+    assert all(farm.hits[d] >= 1 for d in domains)
