@@ -10,6 +10,8 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -127,6 +129,19 @@ def _print_status(report, as_json: bool) -> None:
         out.print(f"... {len(entries) - SUMMARY_ROWS} more: scrapersky status {report.batch_id} --json")
 
 
+@contextmanager
+def _prefect(quiet: bool = False) -> Iterator[str]:
+    """The Prefect API flows of this command run against: PREFECT_API_URL, else a local
+    server of this command's own (see scrapersky.local_server)."""
+    from .local_server import prefect_api
+
+    with err.status("starting Prefect...", spinner="dots") if not quiet else nullcontext():
+        stack = ExitStack()
+        url = stack.enter_context(prefect_api())
+    with stack:
+        yield url
+
+
 def _run_batch(settings: Settings, domains: list[str], *, tenant_id: UUID, batch_id: UUID | None,
                options: BatchOptions, as_json: bool) -> None:
     """Run the flow in this process, with this command's settings; the bar follows the
@@ -150,7 +165,7 @@ def _run_batch(settings: Settings, domains: list[str], *, tenant_id: UUID, batch
             if found is not None:
                 bar.update(task, completed=found[0], total=found[1] or None)
 
-    with Progress(
+    with _prefect(as_json), Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), console=err, transient=True, disable=as_json,
     ) as bar:
@@ -351,7 +366,7 @@ def recover(
     """Run the recovery flow once: batches whose run is gone are resumed here, or failed."""
     from scrapersky.flows.recover_stale_batches import recover_stale_batches
 
-    with configured(_settings()):
+    with _prefect(), configured(_settings()):
         state = recover_stale_batches(stale_after=stale_after, max_attempts=max_attempts, return_state=True)
     if not state.is_completed():
         raise _fail(state.message or "the recovery flow failed")

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -215,3 +216,59 @@ def test_recover_resumes_a_stale_batch_and_fails_a_hopeless_one(cli_env: dict[st
 
     again = scrapersky(cli_env, "recover", "--stale-after", "1")
     assert again.returncode == 0 and "resumed 0 batch(es), failed 0" in again.stdout  # both are final now
+
+
+def local_server_env(tmp_path: Path, home: str = "prefect-home") -> dict[str, str]:
+    """No PREFECT_API_URL: the command starts a Prefect server of its own."""
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / home), DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'local.db'}",
+               SCRAPERSKY_RETRY_BACKOFF="0.01")
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def servers_of(home: Path) -> list:
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            cmdline = " ".join(process.info["cmdline"] or [])
+            if "prefect" in cmdline and "server" in cmdline and (process.info["environ"] or {}).get("PREFECT_HOME") == str(home):
+                found.append(process)
+        except (psutil.Error, TypeError):
+            continue
+    return found
+
+
+def test_a_sigkilled_scrape_leaves_no_prefect_server_behind(farm: Farm, tmp_path: Path) -> None:
+    import signal
+
+    env = local_server_env(tmp_path)
+    home = Path(env["PREFECT_HOME"])
+    scrape = subprocess.Popen([sys.executable, "-m", "scrapersky.cli", "scrape", *[f"delay-k{i}.test" for i in range(400)],
+                               "--concurrency", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 150
+        while not (servers_of(home) and sum(farm.hits.values()) > 0):
+            assert time.monotonic() < deadline and scrape.poll() is None, "the batch did not start"
+            time.sleep(0.2)
+    finally:
+        scrape.send_signal(signal.SIGKILL)
+        scrape.wait()
+    deadline = time.monotonic() + 20
+    while servers_of(home) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert servers_of(home) == []
+
+
+def test_two_commands_on_a_fresh_prefect_home_both_run(farm: Farm, tmp_path: Path) -> None:
+    env = local_server_env(tmp_path)
+    runs = [subprocess.Popen([sys.executable, "-m", "scrapersky.cli", "scrape", f"ok-twin{n}.test", "--json"],
+                             env=dict(env, DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / f'twin{n}.db'}"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in range(2)]
+    for run in runs:
+        out, errors = run.communicate(timeout=300)
+        assert run.returncode == 0, errors[-2000:]
+        assert json.loads(out)["status"] == "completed"
+        assert "Traceback" not in errors and "already exists" not in errors
+    assert servers_of(Path(env["PREFECT_HOME"])) == []

@@ -1,0 +1,111 @@
+"""A Prefect server of the command's own, for runs when no ``PREFECT_API_URL`` is set.
+
+Prefect would start a temporary server itself, but a SIGKILL of the command left that
+server running for good (about 230 MB each), and two commands starting on a fresh
+``PREFECT_HOME`` raced on its database migrations ("table ... already exists"). This
+one is ``prefect server start`` on a free loopback port, tied to this process by the
+kernel (``PR_SET_PDEATHSIG``: it gets SIGTERM when the command dies, however it dies),
+started under a lock on ``PREFECT_HOME`` so that one server at a time migrates, and
+stopped gently at the end, so the events it still holds are written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from .errors import ConfigError
+
+__all__ = ["prefect_api", "STARTUP_TIMEOUT"]
+
+#: Seconds a fresh PREFECT_HOME may take to migrate on a busy machine (Prefect's own
+#: default, 20 s, was seen to run out on 2 cores).
+STARTUP_TIMEOUT = 180.0
+_PR_SET_PDEATHSIG = 1
+
+
+#: Run first in the server's process: ask the kernel for SIGTERM when the command is
+#: gone (kept across exec), then become the server. (A preexec_fn would do the same but
+#: is unsafe in a process with threads.)
+_LAUNCH = (
+    "import ctypes, os, signal, sys\n"
+    f"ctypes.CDLL(None).prctl({_PR_SET_PDEATHSIG}, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]): os._exit(1)  # the command died before that\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'prefect', 'server', 'start', *sys.argv[2:]])\n"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def prefect_api(startup_timeout: float = STARTUP_TIMEOUT) -> Iterator[str]:
+    """The Prefect API URL to run flows against: the configured one, else a server of
+    this process's own for as long as the block runs."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        yield configured
+        return
+    home = Path(PREFECT_HOME.value()).expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    parent = os.getpid()
+    env = dict(os.environ, PREFECT_UI_ENABLED="false", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    with (home / "scrapersky-server.lock").open("w") as lock, (home / "scrapersky-server.log").open("ab") as log:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one start, and its migrations, at a time
+        server = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCH, str(parent), "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        )
+        try:
+            _wait_healthy(server, url, startup_timeout, home / "scrapersky-server.log")
+        except BaseException:
+            _stop(server)
+            raise
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        _stop(server)
+
+
+def _wait_healthy(server: subprocess.Popen, url: str, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(trust_env=False, timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+                raise ConfigError(f"the local Prefect server exited with {server.returncode}: {tail[0][:300]}")
+            try:
+                if client.get(f"{url}/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+    raise ConfigError(f"the local Prefect server did not answer within {timeout:.0f} s (see {log})")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
