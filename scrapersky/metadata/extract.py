@@ -408,7 +408,12 @@ def _refresh_url(metas: list[Tag], absolute: Any) -> str | None:
             continue
         match = _REFRESH.match(_attr(tag, "content") or "")
         if match:
-            return absolute(match.group(1).strip())
+            link = match.group(1).strip()
+            try:
+                urljoin("http://x/", link)
+            except ValueError:  # "http://[::1": a broken target, for the fetch to refuse
+                return link
+            return absolute(link)
     return None
 
 
