@@ -717,3 +717,69 @@ def test_a_meta_refresh_to_a_broken_url_is_a_bad_redirect(target: str) -> None:
     with fetcher_for(handler, retries=2, retry_backoff=0.1) as fetcher:
         result = scrape_with_retries("a.test", fetcher)
     assert (result.error_type, result.attempts) == ("bad_redirect", 1), result
+
+
+# -- robots.txt as RFC 9309 reads it ----------------------------------------------------------------------
+
+# (robots.txt, whether our user agent may fetch "/"): the homepage is the only path asked about.
+ROBOTS_HOMEPAGE = [
+    ("User-agent: *\nDisallow: /\n", False),
+    ("User-agent: *\nDisallow: /\nAllow: /$\n", True),  # `$` ends the pattern: /$ is longer than /
+    ("User-agent: *\nDisallow: /\nAllow: /\n", True),  # an Allow and a Disallow of one length: allowed
+    ("User-agent: *\nDisallow: /*\n", False),  # `*` matches any characters, none included
+    ("User-agent: *\nAllow: /\nDisallow: /*\n", False),  # the longest match wins, not the first
+    ("User-agent: *\nDisallow: /$\n", False),
+    ("User-agent: *\nDisallow: /*.php$\n", True),
+    ("User-agent: *\nDisallow: /\n\nUser-agent: ScraperSkyBatch\nAllow: /\n", True),  # our own group wins
+    ("User-agent: googlebot\nDisallow: /\n", True),  # another crawler's group
+    ("User-agent: metadata\nDisallow: /\n", True),  # a word of our user agent's comment is no token
+    ("User-agent: scraperskybatch\nDisallow: /\n", False),  # ours, in any case
+    ("User-agent: other\nDisallow: /\n", True),
+    ("", True),
+]
+
+
+@pytest.mark.parametrize(("robots", "allowed"), ROBOTS_HOMEPAGE)
+def test_robots_txt_rules_for_the_homepage(robots: str, allowed: bool) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/robots.txt":
+            return httpx.Response(200, headers={"Content-Type": "text/plain"}, stream=httpx.ByteStream(robots.encode()))
+        return html()
+
+    found, error = outcome(handler, respect_robots=True)
+    assert found == ("completed" if allowed else "robots_disallowed"), (robots, error)
+
+
+# (status of robots.txt, outcome): RFC 9309 2.3.1.3-4, unavailable (4xx) allows, unreachable (5xx) disallows.
+ROBOTS_STATUSES = [(404, "completed"), (403, "completed"), (410, "completed"), (500, "robots_disallowed"),
+                   (503, "robots_disallowed")]
+
+
+@pytest.mark.parametrize(("status", "expected"), ROBOTS_STATUSES)
+def test_robots_txt_status(status: int, expected: str) -> None:
+    requests: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request.url.path)
+        if request.url.path == "/robots.txt":
+            return httpx.Response(status, stream=httpx.ByteStream(b"User-agent: *\nAllow: /\n"))
+        return html()
+
+    found, error = outcome(handler, respect_robots=True)
+    assert found == expected, error
+    assert requests == (["/robots.txt", "/"] if expected == "completed" else ["/robots.txt"])
+
+
+# (path, allowed) for one robots.txt: longest match, `*`, `$`, Allow beating Disallow on a tie.
+ROBOTS_RULES = "User-agent: *\nDisallow: /private\nAllow: /private/open\nDisallow: /*.pdf$\nDisallow: /tie\nAllow: /tie\n"
+ROBOTS_PATHS = [
+    ("/", True), ("/private", False), ("/private/x", False), ("/private/open/x", True),
+    ("/a/b.pdf", False), ("/a/b.pdf?x=1", True), ("/tie", True), ("/privateer", False),
+]
+
+
+@pytest.mark.parametrize(("path", "allowed"), ROBOTS_PATHS)
+def test_robots_allow_reads_rfc_9309(path: str, allowed: bool) -> None:
+    from scrapersky.web.fetch import robots_allow
+
+    assert robots_allow(ROBOTS_RULES.encode(), "ScraperSkyBatch/0.1", f"http://a.test{path}") is allowed

@@ -372,7 +372,9 @@ class Fetch:
 def robots_allow(body: bytes, user_agent: str, url: str) -> bool:
     """Whether robots.txt ``body`` lets ``user_agent`` fetch ``url`` (RFC 9309)."""
     parser = Protego.parse(body.decode("utf-8", "replace"))
-    return bool(parser.can_fetch(url, user_agent))
+    # Groups are matched on the product token ("ScraperSkyBatch"), not on the comment.
+    token = (user_agent.split() or ["*"])[0].split("/")[0] or "*"
+    return bool(parser.can_fetch(url, token))
 
 
 def _usable(url: str) -> bool:
