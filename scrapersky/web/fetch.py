@@ -1,8 +1,11 @@
 """Fetching a domain's homepage: the network edge of a batch.
 
 A ``Fetcher`` is built from a batch's options and the operator's reach and serves
-any number of threads. https first, plain http when no https connection can be
-opened. Every hop of a redirect chain is a request of its own: its connection goes
+any number of threads. ``Fetcher.start(domain)`` begins one domain's ``Fetch``: its
+homepage (https first, plain http when no https connection can be opened), then the
+meta refreshes the caller follows, all within ONE deadline (total_timeout: DNS,
+connects, TLS, headers, bodies) and ONE redirect budget (max_redirects, HTTP redirects
+and refreshes together). Every hop is a request of its own: its connection goes
 through the address check (``scrapersky.web.guard``, in ``GuardedTransport``), it waits
 for the host's slot (one request at a time per host and Fetcher), and it must fit in
 what is left of the fetch's deadline. The body is read raw and decompressed here, a

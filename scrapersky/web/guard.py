@@ -6,6 +6,12 @@ backend, for every connection (redirect hops included): a name that resolves to
 127.0.0.1, a DNS answer that changes between two lookups, or a redirect to
 http://169.254.169.254/ cannot get around it. Connect-to rules are the operator's
 explicit routing and bypass the check.
+
+Every wait of the backend ends by the fetch's deadline (``fetch_deadline``, set by the
+Fetcher around each request): the resolver runs in a thread waited for until then, and
+each read, write and TLS handshake of a connection gets at most the time left. httpcore
+gives each read its own timeout, so without this a server sending its headers a byte
+at a time would hold a fetch as long as it liked.
 """
 
 from __future__ import annotations
@@ -122,9 +128,9 @@ def _resolve_in_time(resolve: Resolver, host: str, port: int, timeout: float | N
 
     threading.Thread(target=run, name=f"resolve-{host}"[:60], daemon=True).start()
     if not done.wait(limit):
-        if _DEADLINE.get() is not None and limit < (timeout or float("inf")):
+        if timeout is None or limit < timeout:  # the fetch's deadline, not connect_timeout
             raise FetchTimeout(f"resolving {host} took longer than the fetch's deadline (total_timeout)")
-        raise httpcore.ConnectTimeout(f"resolving {host} took longer than {limit:.1f}s")
+        raise httpcore.ConnectTimeout(f"resolving {host} took longer than {limit:.1f}s (connect_timeout)")
     ok, value = outcome[0]
     if not ok:
         raise value
