@@ -237,7 +237,7 @@ class Fetcher:
         """GET one URL as a fetch of its own (a deadline and a redirect budget of its
         own); raises a DomainError subclass on failure. A meta refresh is followed within
         the fetch it came from: ``Fetch.follow``."""
-        budget = self.start(url).budget
+        budget = _Budget(time.monotonic() + self.options.total_timeout, self.options.max_redirects)
         try:
             return self._get(url, budget=budget, options=self.options)
         except (httpx.ConnectError, httpx.ConnectTimeout) as error:
@@ -328,7 +328,6 @@ class Fetch:
         self.domain = domain
         options = fetcher.options
         self.budget = _Budget(time.monotonic() + options.total_timeout, options.max_redirects)
-        self._started = False
 
     @property
     def deadline(self) -> float:
@@ -342,7 +341,6 @@ class Fetch:
     def homepage(self) -> Page:
         """GET the domain's homepage (https, then http); raises a DomainError subclass."""
         fetcher, options, domain = self.fetcher, self.fetcher.options, self.domain
-        self._started = True
         if options.respect_robots:
             fetcher._check_robots(domain, deadline=self.deadline)
         try:
