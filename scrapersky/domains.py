@@ -11,9 +11,43 @@ import idna
 
 from .errors import BatchTooLarge, EmptyBatch, InvalidDomain
 
-__all__ = ["normalize_domain", "DomainPlan", "plan_domains"]
+__all__ = ["normalize_domain", "DomainPlan", "plan_domains", "ipv4_literal"]
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# One part of an IPv4 address as inet_aton and URL parsers (WHATWG) read it:
+# 0x-prefixed hex (0x alone is 0), 0-prefixed octal, or decimal.
+_IPV4_PART = re.compile(r"0[xX](?P<hex>[0-9a-fA-F]*)|(?P<oct>0[0-7]+)|(?P<dec>[0-9]+)")
+
+
+def _ipv4_number(part: str) -> int | None:
+    match = _IPV4_PART.fullmatch(part)
+    if match is None:
+        return None
+    if match["hex"] is not None:
+        return int(match["hex"] or "0", 16)
+    if match["oct"] is not None:
+        return int(match["oct"], 8)
+    return int(match["dec"], 10)
+
+
+def ipv4_literal(host: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address ``host`` is, read the way inet_aton and browsers read it
+    (``127.1``, ``0x7f.0.0.1``, ``0177.0.0.1``, ``2130706433`` are all 127.0.0.1), or
+    None when it is not one."""
+    parts = host.split(".")
+    if len(parts) > 1 and parts[-1] == "":
+        parts.pop()  # a trailing dot
+    if not 1 <= len(parts) <= 4:
+        return None
+    numbers = [_ipv4_number(part) for part in parts]
+    if any(n is None for n in numbers):
+        return None
+    *leading, last = numbers
+    assert last is not None
+    if any(n > 255 for n in leading if n is not None) or last >= 256 ** (5 - len(numbers)):
+        return None
+    value = last + sum(n << (8 * (3 - i)) for i, n in enumerate(leading) if n is not None)
+    return ipaddress.IPv4Address(value)
 _MAX_ENTRY_CHARS = 255  # an invalid entry is recorded under (at most) this much of itself
 
 
@@ -45,6 +79,10 @@ def normalize_domain(entry: str) -> str:
         pass
     else:
         raise InvalidDomain(f"{text!r} is an IP address, not a domain")
+    # 127.1, 0x7f.0.0.2, 2130706433: resolvers and URL parsers read these as addresses.
+    # A name whose last label is a number is read as an address too (or refused).
+    if ipv4_literal(host) is not None or _IPV4_PART.fullmatch(host.rsplit(".", 1)[-1]):
+        raise InvalidDomain(f"{text!r} is an IP address (or reads as one), not a domain")
     try:
         ascii_host = idna.encode(host, uts46=True).decode("ascii")
     except idna.IDNAError as exc:

@@ -13,6 +13,9 @@ What a domain serves is chosen by its first label's prefix:
     big-*       a 3 MB page (its head first)      loop-*     redirects to itself
     moved-*     redirects to ok-<rest>           refresh-*  a meta refresh to ok-<rest>
     chain-<n>.*  a meta refresh to chain-<n+1>.* (an endless chain)
+    hops-<n>.*  an endless chain that alternates: an even n redirects (301) to
+                hops-<n+1>.*, an odd n answers a meta refresh to it
+    slowchain-<n>.*  a meta refresh to slowchain-<n+1>.* after 0.3 s
     site-<i>.*  a realistic 30-100 KB homepage (``site_page(i)``: size fixed by i, full
                 head, JSON-LD, scripts, navigation, a footer with contacts) after
                 ``Farm(latency=...)`` seconds, at ``/`` only (404 elsewhere)
@@ -20,6 +23,7 @@ What a domain serves is chosen by its first label's prefix:
 Hostile ones, for the failure tests (each bounded in bytes and time):
 
     slowheaders-*  headers after 5 s               trickle-*   a body at one byte a second
+    dribble-*      its status line and headers one byte every 0.2 s (for 20 s at most)
     bomb-*         1 GB of zeros gzipped to ~1 MB   huge-*      a 50 MB HTML page
     tolocal-*      redirects to the trap on 127.0.0.2 (a listener counting connections)
     binaryhtml-*   binary bytes served as text/html badcharset-*  charset=no-such-charset
@@ -433,6 +437,18 @@ class Farm:
             rest = host.split(".", 1)[1]
             await out.send(200, f"<html><head><meta http-equiv='refresh' content='0; url=http://chain-"
                                 f"{int(name[6:]) + 1}.{rest}/'><title>Next</title></head></html>".encode())
+        elif prefix == "hops-" and name[5:].isdigit():
+            n, rest = int(name[5:]), host.split(".", 1)[1]
+            if n % 2 == 0:
+                await out.redirect(f"http://hops-{n + 1}.{rest}/")
+            else:
+                await out.send(200, f"<html><head><meta http-equiv='refresh' content='0; url=http://hops-"
+                                    f"{n + 1}.{rest}/'><title>Next</title></head></html>".encode())
+        elif prefix == "slowchain-" and name[10:].isdigit():
+            rest = host.split(".", 1)[1]
+            await asyncio.sleep(0.3)
+            await out.send(200, f"<html><head><meta http-equiv='refresh' content='0; url=http://slowchain-"
+                                f"{int(name[10:]) + 1}.{rest}/'><title>Next</title></head></html>".encode())
         elif prefix == "empty-":
             await out.send(200, b"")
         elif prefix == "binary-":
@@ -457,6 +473,12 @@ class Farm:
         for _ in range(30):  # bounded: 30 bytes, 30 seconds at most
             await out.write(b"<")
             await asyncio.sleep(1)
+
+    async def _dribble(self, out: _Response, name: str, host: str, path: str, hits: int) -> None:
+        head = out.response_head(200, _HTML, len(homepage(host)), {f"X-Filler-{i}": "x" * 40 for i in range(20)})
+        for byte in head[:100]:  # bounded: 100 bytes, 20 seconds at most
+            await out.write(bytes([byte]))
+            await asyncio.sleep(0.2)
 
     async def _bomb(self, out: _Response, name: str, host: str, path: str, hits: int) -> None:
         body = await asyncio.to_thread(gzip_bomb)  # a few seconds the first time: not in the loop
@@ -504,7 +526,7 @@ class Farm:
 
 _HOSTILE = {
     "slowheaders-": Farm._slowheaders, "trickle-": Farm._trickle, "bomb-": Farm._bomb, "huge-": Farm._huge,
-    "tolocal-": Farm._tolocal, "binaryhtml-": Farm._binaryhtml, "badcharset-": Farm._badcharset,
+    "tolocal-": Farm._tolocal, "dribble-": Farm._dribble, "binaryhtml-": Farm._binaryhtml, "badcharset-": Farm._badcharset,
     "ratelimited-": Farm._ratelimited, "robots-": Farm._robots, "reset-": Farm._reset,
 }
 
@@ -525,6 +547,11 @@ class _Response:
         lines += [f"{key}: {value}" for key, value in (extra or {}).items()]
         lines += [f"Content-Length: {length}", "Connection: close", "", ""]
         return "\r\n".join(lines).encode("latin-1")
+
+    def response_head(self, status: int, content_type: str | None, length: int,
+                      extra: dict[str, str] | None = None) -> bytes:
+        """The status line and headers, not sent."""
+        return self._head(status, content_type, length, extra)
 
     async def head(self, status: int, content_type: str | None, length: int,
                    extra: dict[str, str] | None = None) -> None:

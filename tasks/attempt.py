@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from scrapersky.batch import BatchOptions, DomainOutcome, DomainStatus, utcnow
-from scrapersky.errors import DomainError, TooManyRedirects
+from scrapersky.errors import DomainError
 from scrapersky.metadata.extract import extract_metadata
 from scrapersky.retry import retry_delay
 from scrapersky.web.fetch import Fetcher
@@ -27,21 +27,16 @@ __all__ = ["scrape_page", "scrape_with_retries", "scrape_many", "outcome_from_er
 
 def scrape_page(domain: str, fetcher: Fetcher, *, attempt: int = 1) -> DomainOutcome:
     """One attempt at a domain: fetch its homepage (meta refreshes followed), extract."""
-    options = fetcher.options
     started_at = utcnow()
     clock = time.perf_counter()
     try:
-        page = fetcher.homepage(domain)
+        fetch = fetcher.start(domain)  # one deadline, one redirect budget for the chain
+        page = fetch.homepage()
         metadata = extract_metadata(page.body, page.headers, page.url)
-        # A <meta http-equiv=refresh> is a redirect too: followed, within the same limit.
-        hops = 0
+        # A <meta http-equiv=refresh> is a redirect too: followed within the same fetch
+        # (fetch.follow raises TooManyRedirects when the budget is spent).
         while metadata.refresh_url and metadata.refresh_url != page.url:
-            hops += 1
-            if hops > options.max_redirects:
-                raise TooManyRedirects(
-                    f"meta refresh chain longer than {options.max_redirects}", final_url=page.url
-                )
-            page = fetcher.follow(metadata.refresh_url)
+            page = fetch.follow(metadata.refresh_url)
             metadata = extract_metadata(page.body, page.headers, page.url)
     except DomainError as error:
         error.attempts = attempt

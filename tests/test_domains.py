@@ -68,3 +68,31 @@ def test_batch_size_limit_counts_distinct_domains() -> None:
 def test_empty_batch_is_refused() -> None:
     with pytest.raises(EmptyBatch):
         plan_domains([], max_batch_size=10)
+
+
+# Every string an inet_aton-style (WHATWG) parser reads as an IPv4 address is an address,
+# not a domain: shorthand, hex, octal and single-number forms included.
+@pytest.mark.parametrize(
+    "entry",
+    ["127.1", "0x7f.0.0.2", "0x7F.1", "0177.0.0.1", "2130706433", "0x7f000001", "127.0.1", "10.1",
+     "http://127.1/", "127.1.", "017700000001", "1.2.3.999", "0x"],
+)
+def test_ipv4_address_forms_are_not_domains(entry: str) -> None:
+    with pytest.raises(InvalidDomain) as raised:
+        normalize_domain(entry)
+    assert "IP address" in str(raised.value)
+    assert raised.value.error_type == "invalid_domain"
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [("127.1", "127.0.0.1"), ("0x7f.0.0.2", "127.0.0.2"), ("0177.0.0.1", "127.0.0.1"), ("2130706433", "127.0.0.1"),
+     ("10.1.2", "10.1.0.2"), ("192.168.1.1.", "192.168.1.1"), ("0x7f.1", "127.0.0.1"),
+     ("example.com", None), ("1.2.3.4.5", None), ("256.1.1.1", None), ("1.2.3.0x", "1.2.3.0"), ("0x1g.1", None),
+     ("1e3", None), ("+1.2", None), ("1_0.2", None)],
+)
+def test_ipv4_literal(host: str, address: str | None) -> None:
+    from scrapersky.domains import ipv4_literal
+
+    found = ipv4_literal(host)
+    assert (str(found) if found else None) == address

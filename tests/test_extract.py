@@ -162,3 +162,37 @@ def test_two_thousand_meta_tags_before_the_title() -> None:
     assert found.title == "many"
     # About 0.04 s here; a scan quadratic in the tags (2,000 x 2,000) takes seconds.
     assert elapsed < 1.0, f"{elapsed:.2f} s for 2,000 meta tags"
+
+
+# `<body` or `</head>` inside a comment, a script's string or a style is not where the head ends:
+# a meta refresh or a title after it is still the head's.
+HEAD_END_DECOYS = [
+    "<!-- <body> -->",
+    "<!-- </head> -->",
+    "<script>var s = '<body class=x>';</script>",
+    "<script>document.write(\"</head><body>\")</script>",
+    "<script type='text/template'><body></script>",
+    "<style>/* <body> */ p { color: red }</style>",
+    "<title>see <body></title>",
+    "<!--[if IE]><body class='ie'><![endif]-->",
+]
+
+
+@pytest.mark.parametrize("decoy", HEAD_END_DECOYS)
+def test_a_decoy_head_end_keeps_a_later_meta_refresh(decoy: str) -> None:
+    html = (f"<html><head>{decoy}<meta http-equiv='refresh' content='0; url=/next'>"
+            "<meta name='description' content='After the decoy'></head><body><p>x</p></body></html>")
+    found = meta(html)
+    assert found.refresh_url == "https://www.example.com/next"
+    assert found.description == "After the decoy"
+
+
+@pytest.mark.parametrize("decoy", [d for d in HEAD_END_DECOYS if not d.startswith("<title")])
+def test_a_decoy_head_end_keeps_a_later_title(decoy: str) -> None:
+    found = meta(f"<html><head>{decoy}<title>Real title</title></head><body><h1>Body</h1></body></html>")
+    assert found.title == "Real title"
+
+
+def test_an_unclosed_comment_or_script_does_not_lose_the_page() -> None:
+    assert meta("<html><head><title>T</title><!-- never closed <body>").title == "T"
+    assert meta("<html><head><title>T</title><script>var a = '<body>'").title == "T"

@@ -127,3 +127,41 @@ def test_errors_survive_pickling() -> None:
     assert (type(copy), str(copy), copy.http_status, copy.final_url, copy.attempts, copy.retryable) == (
         HTTPStatusFailed, "HTTP 503", 503, "http://a.test/", 3, True
     )
+
+
+# -- one deadline and one redirect budget for the whole fetch ---------------------------------
+
+
+def test_headers_sent_a_byte_at_a_time_end_at_the_deadline(farm: Farm) -> None:
+    # Every byte arrives well within read_timeout: only a whole-fetch deadline stops it.
+    started = time.monotonic()
+    with pytest.raises(FetchTimeout):
+        fetch(farm, "dribble-1.test", connect_timeout=1, read_timeout=1, total_timeout=2)
+    assert time.monotonic() - started < 2 + 1
+
+
+def scrape(farm: Farm, domain: str, **options):
+    from scrapersky.tasks.attempt import scrape_page
+
+    with Fetcher(BatchOptions(**options), Reach(connect_to=tuple(farm.connect_to()))) as fetcher:
+        return scrape_page(domain, fetcher)
+
+
+def requests_to(farm: Farm, prefix: str) -> int:
+    return sum(count for host, count in farm.hits.items() if host.startswith(prefix))
+
+
+@pytest.mark.parametrize("prefix", ["chain-", "hops-"])
+def test_redirects_and_meta_refreshes_share_one_redirect_budget(farm: Farm, prefix: str) -> None:
+    # hops-<n> alternates a 301 and a meta refresh; chain-<n> is meta refreshes only.
+    with pytest.raises(TooManyRedirects):
+        scrape(farm, f"{prefix}0.test", max_redirects=10, total_timeout=20)
+    assert requests_to(farm, prefix) <= 11
+
+
+def test_a_meta_refresh_chain_ends_within_total_timeout(farm: Farm) -> None:
+    # 0.3 s a hop, 11 hops: 3.3 s, unless the refreshes share the fetch's deadline.
+    started = time.monotonic()
+    with pytest.raises(FetchTimeout):
+        scrape(farm, "slowchain-0.test", max_redirects=10, total_timeout=1.5)
+    assert time.monotonic() - started < 1.5 + 1

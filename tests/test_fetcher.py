@@ -564,3 +564,222 @@ def test_settings_still_give_the_reach(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCRAPERSKY_ALLOW_NETWORKS", "10.0.0.0/8")
     assert SettingsReach is Reach
     assert Settings().reach() == Reach(connect_to=("*.test::127.0.0.1:8080",), allow_networks=("10.0.0.0/8",))
+
+
+# -- the whole fetch within its deadline: DNS too -----------------------------------------------------------
+
+
+def test_a_slow_resolver_ends_at_the_fetchs_deadline() -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:  # getaddrinfo stuck on an unanswering server
+        calls.append(host)
+        release.wait(10)  # bounded; released at the end of the test
+        raise DNSFailed(f"{host}: gave up")
+
+    opts = BatchOptions(connect_timeout=30, read_timeout=30, total_timeout=1)
+    started = time.monotonic()
+    try:
+        with Fetcher(opts, transport=GuardedTransport(resolver=resolver)) as fetcher, pytest.raises(FetchTimeout):
+            fetcher.homepage("slow-dns.test")
+        assert time.monotonic() - started < 1 + 1
+    finally:
+        release.set()
+    assert 1 <= len(calls) <= 2
+
+
+def test_a_resolver_within_the_deadline_still_answers_and_raises() -> None:
+    def resolver(host: str, port: int) -> list[str]:
+        raise DNSFailed(f"{host} does not resolve")
+
+    opts = BatchOptions(connect_timeout=1, read_timeout=1, total_timeout=2)
+    with Fetcher(opts, transport=GuardedTransport(resolver=resolver)) as fetcher, pytest.raises(DNSFailed):
+        fetcher.homepage("nx.test")
+
+
+# -- behind a proxy: literal private addresses are refused before the proxy is asked ------------------------
+
+
+class ProxyStub:
+    """A forward proxy on loopback that records the request lines it receives; it answers
+    ``http://start.test/`` with a redirect to ``location`` and anything else with a page."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.requests: list[str] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+
+    def serve(self) -> None:
+        deadline = time.monotonic() + 30  # bounded in time and in connections
+        while not self.stop.is_set() and time.monotonic() < deadline and len(self.requests) < 20:
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                data = b""
+                while b"\r\n\r\n" not in data and len(data) < 65536:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                line = data.split(b"\r\n", 1)[0].decode("latin-1")
+                self.requests.append(line)
+                if line.split()[1:2] == ["http://start.test/"]:
+                    head = f"HTTP/1.1 301 Moved\r\nLocation: {self.location}\r\nContent-Length: 0\r\n"
+                    conn.sendall(head.encode() + b"Connection: close\r\n\r\n")
+                else:
+                    body = b"<title>proxied</title>"
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    def __enter__(self) -> "ProxyStub":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+PRIVATE_LITERALS = [
+    "http://127.0.0.2/", "http://127.1/", "http://0x7f.0.0.1/", "http://2130706433/", "http://[::1]/",
+    "http://10.0.0.1/", "http://169.254.169.254/latest/meta-data/", "http://[::ffff:127.0.0.1]/",
+]
+
+
+@pytest.mark.parametrize("location", PRIVATE_LITERALS)
+def test_a_proxy_is_never_asked_for_a_private_address(clean_proxy_env: pytest.MonkeyPatch, location: str) -> None:
+    opts = BatchOptions(connect_timeout=2, read_timeout=2, total_timeout=5)
+    with ProxyStub(location) as proxy:
+        clean_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        clean_proxy_env.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+        with Fetcher(opts) as fetcher:
+            with pytest.raises(BlockedAddress):
+                fetcher.follow(location)  # a literal address, asked for directly
+            with pytest.raises(BlockedAddress):
+                fetcher.follow("http://start.test/")  # ... and as a redirect target
+    assert proxy.requests == ["GET http://start.test/ HTTP/1.1"]
+
+
+def test_a_proxy_is_asked_for_a_public_name(clean_proxy_env: pytest.MonkeyPatch) -> None:
+    opts = BatchOptions(connect_timeout=2, read_timeout=2, total_timeout=5)
+    with ProxyStub("http://elsewhere.test/") as proxy:
+        clean_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        with Fetcher(opts) as fetcher:
+            page = fetcher.follow("http://start.test/")
+    assert page.url == "http://elsewhere.test/"
+    assert proxy.requests == ["GET http://start.test/ HTTP/1.1", "GET http://elsewhere.test/ HTTP/1.1"]
+
+
+# -- a broken redirect target is the page's fault: bad_redirect, never retried, never a defect ----------
+
+BROKEN_LOCATIONS = ["http://[::1", "http://a.test:99999/", "http://[::1]:0/", "ftp://a.test/", "//[::1"]
+
+
+@pytest.mark.parametrize("location", BROKEN_LOCATIONS)
+def test_a_broken_location_is_a_bad_redirect(location: str) -> None:
+    requests: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(str(request.url))
+        return httpx.Response(301, headers={"Location": location})
+
+    found, error = outcome(handler)
+    assert found == "bad_redirect", error
+    assert not error.retryable
+    assert requests == ["https://a.test/"]  # no hop after it, no http fallback
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://a.test:99999/", "http://a\x01b.test/", "javascript:x", "http://"])
+def test_following_a_broken_url_is_a_bad_redirect(url: str) -> None:
+    with fetcher_for(lambda request: html()) as fetcher, pytest.raises(DomainError) as raised:
+        fetcher.start("a.test").follow(url)
+    assert raised.value.error_type == "bad_redirect"
+
+
+@pytest.mark.parametrize("target", ["http://[::1", "http://a.test:99999/", "http://a&#1;b.test/"])
+def test_a_meta_refresh_to_a_broken_url_is_a_bad_redirect(target: str) -> None:
+    from scrapersky.tasks.attempt import outcome_from_error, scrape_with_retries
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "a.test" and request.url.port is None:
+            return html(f"<html><head><meta http-equiv='refresh' content='0; url={target}'></head></html>".encode())
+        return html()
+
+    with fetcher_for(handler, retries=2, retry_backoff=0.1) as fetcher:
+        result = scrape_with_retries("a.test", fetcher)
+    assert (result.error_type, result.attempts) == ("bad_redirect", 1), result
+
+
+# -- robots.txt as RFC 9309 reads it ----------------------------------------------------------------------
+
+# (robots.txt, whether our user agent may fetch "/"): the homepage is the only path asked about.
+ROBOTS_HOMEPAGE = [
+    ("User-agent: *\nDisallow: /\n", False),
+    ("User-agent: *\nDisallow: /\nAllow: /$\n", True),  # `$` ends the pattern: /$ is longer than /
+    ("User-agent: *\nDisallow: /\nAllow: /\n", True),  # an Allow and a Disallow of one length: allowed
+    ("User-agent: *\nDisallow: /*\n", False),  # `*` matches any characters, none included
+    ("User-agent: *\nAllow: /\nDisallow: /*\n", False),  # the longest match wins, not the first
+    ("User-agent: *\nDisallow: /$\n", False),
+    ("User-agent: *\nDisallow: /*.php$\n", True),
+    ("User-agent: *\nDisallow: /\n\nUser-agent: ScraperSkyBatch\nAllow: /\n", True),  # our own group wins
+    ("User-agent: googlebot\nDisallow: /\n", True),  # another crawler's group
+    ("User-agent: metadata\nDisallow: /\n", True),  # a word of our user agent's comment is no token
+    ("User-agent: scraperskybatch\nDisallow: /\n", False),  # ours, in any case
+    ("User-agent: other\nDisallow: /\n", True),
+    ("", True),
+]
+
+
+@pytest.mark.parametrize(("robots", "allowed"), ROBOTS_HOMEPAGE)
+def test_robots_txt_rules_for_the_homepage(robots: str, allowed: bool) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/robots.txt":
+            return httpx.Response(200, headers={"Content-Type": "text/plain"}, stream=httpx.ByteStream(robots.encode()))
+        return html()
+
+    found, error = outcome(handler, respect_robots=True)
+    assert found == ("completed" if allowed else "robots_disallowed"), (robots, error)
+
+
+# (status of robots.txt, outcome): RFC 9309 2.3.1.3-4, unavailable (4xx) allows, unreachable (5xx) disallows.
+ROBOTS_STATUSES = [(404, "completed"), (403, "completed"), (410, "completed"), (500, "robots_disallowed"),
+                   (503, "robots_disallowed")]
+
+
+@pytest.mark.parametrize(("status", "expected"), ROBOTS_STATUSES)
+def test_robots_txt_status(status: int, expected: str) -> None:
+    requests: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request.url.path)
+        if request.url.path == "/robots.txt":
+            return httpx.Response(status, stream=httpx.ByteStream(b"User-agent: *\nAllow: /\n"))
+        return html()
+
+    found, error = outcome(handler, respect_robots=True)
+    assert found == expected, error
+    assert requests == (["/robots.txt", "/"] if expected == "completed" else ["/robots.txt"])
+
+
+# (path, allowed) for one robots.txt: longest match, `*`, `$`, Allow beating Disallow on a tie.
+ROBOTS_RULES = "User-agent: *\nDisallow: /private\nAllow: /private/open\nDisallow: /*.pdf$\nDisallow: /tie\nAllow: /tie\n"
+ROBOTS_PATHS = [
+    ("/", True), ("/private", False), ("/private/x", False), ("/private/open/x", True),
+    ("/a/b.pdf", False), ("/a/b.pdf?x=1", True), ("/tie", True), ("/privateer", False),
+]
+
+
+@pytest.mark.parametrize(("path", "allowed"), ROBOTS_PATHS)
+def test_robots_allow_reads_rfc_9309(path: str, allowed: bool) -> None:
+    from scrapersky.web.fetch import robots_allow
+
+    assert robots_allow(ROBOTS_RULES.encode(), "ScraperSkyBatch/0.1", f"http://a.test{path}") is allowed

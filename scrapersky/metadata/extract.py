@@ -28,7 +28,15 @@ from .tech_stack import Evidence, TechStack
 
 __all__ = ["SiteMetadata", "extract_metadata", "decode_html"]
 
-_HEAD_END = re.compile(r"</head\s*>|<body[\s>]", re.IGNORECASE)
+# Where the head ends: the first </head> or <body that is markup - not inside a
+# comment, nor in the text of a script, style, title or textarea (a script's
+# '<body>' string is no body). Those are matched whole and stepped over.
+_HEAD_SCAN = re.compile(
+    r"<!--.*?(?:-->|\Z)"
+    r"|<(script|style|title|textarea|xmp|noframes)\b[^>]*>.*?(?:</\1\s*>|\Z)"
+    r"|(?P<end></head\s*>|<body[\s/>])",
+    re.IGNORECASE | re.DOTALL,
+)
 _SPACE = re.compile(r"\s+")
 _SNIFF_BYTES = 1024
 _TEXT_LIMIT = 200_000  # characters of visible text searched for addresses and numbers
@@ -120,6 +128,14 @@ class _Body:
         return etree.tostring(self.doc, method="text", encoding="unicode")[:_TEXT_LIMIT]
 
 
+def _head_end(html: str) -> int | None:
+    """Where the head ends (the start of the first real </head> or <body), or None."""
+    for match in _HEAD_SCAN.finditer(html):
+        if match.group("end"):
+            return match.start()
+    return None
+
+
 def _observe(evidence: Evidence, name: str, attrs: Mapping[str, Any]) -> None:
     evidence.attributes(name, attrs)
     for key in _URL_ATTRIBUTES:
@@ -139,9 +155,9 @@ def extract_metadata(body: bytes, headers: Mapping[str, str], url: str) -> SiteM
     # The head, where most metadata lives, is small: Beautiful Soup builds all of it.
     # The body goes to lxml directly (see _Body). A page without a head end is all head.
     evidence = Evidence()
-    end = _HEAD_END.search(html)
-    head = BeautifulSoup(html[: end.start()] if end else html, "lxml")
-    body = _Body(html[end.start():] if end else "", evidence)
+    end = _head_end(html)
+    head = BeautifulSoup(html[:end] if end is not None else html, "lxml")
+    body = _Body(html[end:] if end is not None else "", evidence)
     head_tags: dict[str, list[Tag]] = {}
     for tag in head.find_all(True):
         head_tags.setdefault(tag.name, []).append(tag)
@@ -174,7 +190,7 @@ def extract_metadata(body: bytes, headers: Mapping[str, str], url: str) -> SiteM
     ] + body.contact_links()
     language = _language(_attr(root, "lang") if root is not None else None, headers, meta)
     texts = [body.text()]  # last use of the body tree (it drops its scripts)
-    if not end:  # no body of its own: the head soup holds the page's text
+    if end is None:  # no body of its own: the head soup holds the page's text
         texts.append(" ".join(head.find_all(string=True)))
     host = urlsplit(url).hostname
     favicon, guessed = _favicon(find_all("link", href=True), base)
@@ -408,7 +424,12 @@ def _refresh_url(metas: list[Tag], absolute: Any) -> str | None:
             continue
         match = _REFRESH.match(_attr(tag, "content") or "")
         if match:
-            return absolute(match.group(1).strip())
+            link = match.group(1).strip()
+            try:
+                urljoin("http://x/", link)
+            except ValueError:  # "http://[::1": a broken target, for the fetch to refuse
+                return link
+            return absolute(link)
     return None
 
 

@@ -1,8 +1,11 @@
 """Fetching a domain's homepage: the network edge of a batch.
 
 A ``Fetcher`` is built from a batch's options and the operator's reach and serves
-any number of threads. https first, plain http when no https connection can be
-opened. Every hop of a redirect chain is a request of its own: its connection goes
+any number of threads. ``Fetcher.start(domain)`` begins one domain's ``Fetch``: its
+homepage (https first, plain http when no https connection can be opened), then the
+meta refreshes the caller follows, all within ONE deadline (total_timeout: DNS,
+connects, TLS, headers, bodies) and ONE redirect budget (max_redirects, HTTP redirects
+and refreshes together). Every hop is a request of its own: its connection goes
 through the address check (``scrapersky.web.guard``, in ``GuardedTransport``), it waits
 for the host's slot (one request at a time per host and Fetcher), and it must fit in
 what is left of the fetch's deadline. The body is read raw and decompressed here, a
@@ -26,9 +29,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
-from urllib.robotparser import RobotFileParser
 
 import httpx
+from protego import Protego
 
 from scrapersky.batch import BatchOptions
 from scrapersky.errors import (
@@ -45,10 +48,10 @@ from scrapersky.errors import (
     TooManyRedirects,
 )
 
-from .guard import Reach
+from .guard import Reach, fetch_deadline
 from .transport import GuardedTransport
 
-__all__ = ["Page", "Fetcher", "environment_proxies", "HTML_MEDIA_TYPES"]
+__all__ = ["Page", "Fetcher", "Fetch", "environment_proxies", "robots_allow", "HTML_MEDIA_TYPES"]
 
 HTML_MEDIA_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _ACCEPT = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
@@ -178,8 +181,9 @@ class Fetcher:
             )
             # Behind a proxy, the proxy resolves names: the address check cannot see
             # where it connects.
+            # GuardedTransport refuses a literal private address before asking the proxy.
             mounts = {
-                pattern: None if url is None else httpx.HTTPTransport(proxy=url, verify=ssl_context, retries=0)
+                pattern: None if url is None else GuardedTransport(reach, ssl_context=ssl_context, proxy=url)
                 for pattern, url in environment_proxies().items()
             }
         self._client = httpx.Client(
@@ -192,6 +196,7 @@ class Fetcher:
                 pool=options.total_timeout,
             ),
             follow_redirects=False,  # followed hop by hop in _get
+            event_hooks={"response": [_check_location]},
             headers={"User-Agent": options.user_agent, "Accept": _ACCEPT, "Accept-Encoding": _ACCEPT_ENCODING},
         )
 
@@ -219,18 +224,131 @@ class Fetcher:
     ) -> None:
         self.close()
 
+    def start(self, domain: str) -> Fetch:
+        """One fetch of ``domain``: its homepage, then whatever meta refreshes it
+        follows, within one deadline (total_timeout) and one redirect budget."""
+        return Fetch(self, domain)
+
     def homepage(self, domain: str) -> Page:
         """GET the domain's homepage; raises a DomainError subclass on failure."""
-        options = self.options
-        deadline = time.monotonic() + options.total_timeout
-        if options.respect_robots:
-            self._check_robots(domain, deadline=deadline)
+        return self.start(domain).homepage()
+
+    def follow(self, url: str) -> Page:
+        """GET one URL as a fetch of its own (a deadline and a redirect budget of its
+        own); raises a DomainError subclass on failure. A meta refresh is followed within
+        the fetch it came from: ``Fetch.follow``."""
+        budget = _Budget(time.monotonic() + self.options.total_timeout, self.options.max_redirects)
         try:
-            return self._get(f"https://{domain}/", deadline=deadline, options=options)
+            return self._get(url, budget=budget, options=self.options)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+            raise _translate(error) from None
+
+    def _get(self, url: str, *, budget: _Budget, options: BatchOptions, html_only: bool = True) -> Page:
+        """Follow the redirect chain from ``url`` hop by hop; the final page, read capped.
+        Every hop counts against the budget's redirects and fits in its deadline."""
+        client = self._client
+        deadline = budget.deadline
+        request = client.build_request("GET", _checked_url(url))
+        with fetch_deadline(deadline):
+            while True:
+                request.extensions["timeout"] = _timeout(options, deadline, str(request.url))
+                with self._slots.hold(request.url.host, deadline):
+                    budget.requests += 1  # every request, counted (tests, logs)
+                    try:
+                        response = client.send(request, stream=True)
+                    except (httpx.ConnectError, httpx.ConnectTimeout):
+                        raise  # the caller decides on the http fallback
+                    except httpx.HTTPError as exc:
+                        raise _translate(exc) from None
+                    try:
+                        if response.next_request is None:
+                            return _page(response, deadline=deadline, options=options, html_only=html_only)
+                        request = response.next_request
+                    finally:
+                        response.close()
+                if budget.redirects_left <= 0:
+                    raise TooManyRedirects(
+                        f"more than {options.max_redirects} redirects (meta refreshes included)",
+                        final_url=str(request.url),
+                    )
+                budget.redirects_left -= 1
+
+    def _check_robots(self, domain: str, *, deadline: float) -> None:
+        """robots.txt, when asked to respect it: a disallowed homepage is not fetched.
+
+        RFC 9309 (read by Protego: longest match, ``*`` and ``$``, user-agent groups):
+        a robots.txt that is missing (4xx) allows everything; one that is unreachable
+        (5xx, no connection, a timeout) disallows everything."""
+        options = self.options
+        robots_options = options.model_copy(update={"max_page_bytes": _ROBOTS_MAX_BYTES})
+        failed: httpx.HTTPError | None = None
+        for scheme in ("https", "http"):
+            url = f"{scheme}://{domain}/robots.txt"
+            budget = _Budget(deadline, options.max_redirects)
+            try:
+                response = self._get(url, budget=budget, options=robots_options, html_only=False)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                failed = error
+                continue  # no https: plain http, as for the homepage
+            except HTTPStatusFailed as error:
+                if error.http_status is not None and 400 <= error.http_status < 500:
+                    return  # unavailable: everything is allowed
+                raise RobotsDisallowed(
+                    f"{url} is unreachable ({error}): everything is disallowed (RFC 9309)", final_url=url
+                ) from None
+            except (TooManyRedirects, BadRedirect):
+                return  # unavailable, as RFC 9309 lets a crawler assume: allowed
+            # Any other error (a timeout, a reset, a blocked address) ends the fetch as
+            # it is: the homepage is not fetched, and a transient cause is retried.
+            if not robots_allow(response.body, options.user_agent, f"{scheme}://{domain}/"):
+                raise RobotsDisallowed(f"{url} disallows / for {options.user_agent!r}", final_url=url)
+            return
+        assert failed is not None
+        raise _translate(failed) from None
+
+
+@dataclass
+class _Budget:
+    """What one fetch may still spend: the time until its deadline, its redirects."""
+
+    deadline: float
+    redirects_left: int
+    requests: int = 0
+
+
+class Fetch:
+    """One domain's fetch: ``homepage()`` then any number of ``follow(url)`` (meta
+    refreshes), sharing ONE deadline (``total_timeout`` from ``Fetcher.start``) and ONE
+    redirect budget (``max_redirects``, HTTP redirects and refreshes together): a chain
+    makes at most ``max_redirects + 1`` requests and ends by the deadline, DNS,
+    connects, TLS, headers and bodies included."""
+
+    def __init__(self, fetcher: Fetcher, domain: str) -> None:
+        self.fetcher = fetcher
+        self.domain = domain
+        options = fetcher.options
+        self.budget = _Budget(time.monotonic() + options.total_timeout, options.max_redirects)
+
+    @property
+    def deadline(self) -> float:
+        return self.budget.deadline
+
+    @property
+    def requests(self) -> int:
+        """Requests made so far (robots.txt aside)."""
+        return self.budget.requests
+
+    def homepage(self) -> Page:
+        """GET the domain's homepage (https, then http); raises a DomainError subclass."""
+        fetcher, options, domain = self.fetcher, self.fetcher.options, self.domain
+        if options.respect_robots:
+            fetcher._check_robots(domain, deadline=self.deadline)
+        try:
+            return fetcher._get(f"https://{domain}/", budget=self.budget, options=options)
         except (httpx.ConnectError, httpx.ConnectTimeout) as https_error:
             first = https_error
         try:
-            return self._get(f"http://{domain}/", deadline=deadline, options=options)
+            return fetcher._get(f"http://{domain}/", budget=self.budget, options=options)
         except (httpx.ConnectError, httpx.ConnectTimeout) as http_error:
             # A certificate problem says more than the missing plain-http fallback does.
             error = _translate(first if _tls_failure(first) else http_error)
@@ -238,52 +356,59 @@ class Fetcher:
             raise error from None
 
     def follow(self, url: str) -> Page:
-        """GET one URL (a meta refresh target); raises a DomainError subclass on failure."""
-        options = self.options
+        """GET a meta refresh's target: one more hop of this fetch, within its deadline
+        and redirect budget; raises a DomainError subclass on failure."""
+        options = self.fetcher.options
+        if self.budget.redirects_left <= 0:
+            raise TooManyRedirects(
+                f"more than {options.max_redirects} redirects (meta refreshes included)", final_url=url
+            )
+        self.budget.redirects_left -= 1
         try:
-            return self._get(url, deadline=time.monotonic() + options.total_timeout, options=options)
+            return self.fetcher._get(url, budget=self.budget, options=options)
         except (httpx.ConnectError, httpx.ConnectTimeout) as error:
             raise _translate(error) from None
 
-    def _get(self, url: str, *, deadline: float, options: BatchOptions, html_only: bool = True) -> Page:
-        """Follow the redirect chain from ``url`` hop by hop; the final page, read capped."""
-        client = self._client
-        request = client.build_request("GET", url)
-        for _ in range(options.max_redirects + 1):
-            request.extensions["timeout"] = _timeout(options, deadline, str(request.url))
-            with self._slots.hold(request.url.host, deadline):
-                try:
-                    response = client.send(request, stream=True)
-                except (httpx.ConnectError, httpx.ConnectTimeout):
-                    raise  # the caller decides on the http fallback
-                except httpx.HTTPError as exc:
-                    raise _translate(exc) from None
-                try:
-                    if response.next_request is None:
-                        return _page(response, deadline=deadline, options=options, html_only=html_only)
-                    request = response.next_request
-                finally:
-                    response.close()
-            if request.url.scheme not in ("http", "https"):  # whatever the transport would do
-                raise BadRedirect(f"redirected to an unusable URL: {request.url}", final_url=str(request.url))
-        raise TooManyRedirects(f"more than {options.max_redirects} redirects", final_url=str(request.url))
 
-    def _check_robots(self, domain: str, *, deadline: float) -> None:
-        """robots.txt, when asked to respect it: a disallowed homepage is not fetched.
-        A robots.txt that cannot be read allows everything (the usual convention)."""
-        options = self.options
-        robots_options = options.model_copy(update={"max_page_bytes": _ROBOTS_MAX_BYTES})
-        for scheme in ("https", "http"):
-            url = f"{scheme}://{domain}/robots.txt"
-            try:
-                response = self._get(url, deadline=deadline, options=robots_options, html_only=False)
-            except (httpx.HTTPError, DomainError):
-                continue
-            parser = RobotFileParser()
-            parser.parse(response.body.decode("utf-8", "replace").splitlines())
-            if not parser.can_fetch(options.user_agent, f"{scheme}://{domain}/"):
-                raise RobotsDisallowed(f"{url} disallows / for {options.user_agent!r}", final_url=url)
-            return
+def robots_allow(body: bytes, user_agent: str, url: str) -> bool:
+    """Whether robots.txt ``body`` lets ``user_agent`` fetch ``url`` (RFC 9309)."""
+    parser = Protego.parse(body.decode("utf-8", "replace"))
+    # Groups are matched on the product token ("ScraperSkyBatch"), not on the comment.
+    token = (user_agent.split() or ["*"])[0].split("/")[0] or "*"
+    return bool(parser.can_fetch(url, token))
+
+
+def _usable(url: str) -> bool:
+    try:
+        _checked_url(url)
+    except BadRedirect:
+        return False
+    return True
+
+
+def _checked_url(url: str | httpx.URL, base: httpx.URL | None = None) -> httpx.URL:
+    """``url`` (relative to ``base``) as an http(s) URL with a host and a valid port,
+    or BadRedirect: an invalid target is the page's fault, never retried."""
+    try:
+        parsed = httpx.URL(url)
+        if base is not None:
+            if parsed.scheme and not parsed.host:  # "http:/path", as httpx reads it
+                parsed = parsed.copy_with(host=base.host)
+            if parsed.is_relative_url:
+                parsed = base.join(parsed)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError, TypeError) as error:
+        raise BadRedirect(f"redirected to an invalid URL {str(url)[:200]!r}: {error}", final_url=None) from None
+    if parsed.scheme not in ("http", "https") or not parsed.host or not (port is None or 0 < port < 65536):
+        raise BadRedirect(f"redirected to an unusable URL: {str(parsed)[:200]}", final_url=str(parsed)[:2000])
+    return parsed
+
+
+def _check_location(response: httpx.Response) -> None:
+    """A response hook: a redirect's Location must be a fetchable URL (else BadRedirect,
+    before httpx builds the next request from it)."""
+    if response.has_redirect_location:
+        _checked_url(response.headers["Location"], base=response.request.url)
 
 
 def _timeout(options: BatchOptions, deadline: float, url: str) -> dict[str, float]:

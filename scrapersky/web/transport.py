@@ -20,7 +20,7 @@ import httpx
 
 from scrapersky.errors import DomainError
 
-from .guard import GuardedBackend, Reach, Resolver
+from .guard import AddressPolicy, DeadlineBackend, GuardedBackend, Reach, Resolver, literal_address_blocked
 
 __all__ = ["GuardedTransport", "DEFAULT_LIMITS"]
 
@@ -79,6 +79,12 @@ class _ResponseStream(httpx.SyncByteStream):
 class GuardedTransport(httpx.BaseTransport):
     """An httpx transport whose connections are made by ``GuardedBackend(reach)``.
 
+    With ``proxy`` (the operator's HTTP_PROXY and the like), every request goes through
+    that proxy instead, and the proxy resolves names: the address check cannot see where
+    it connects. What it can see, it checks: a URL whose host is a literal address
+    (``http://10.0.0.1/``, ``http://127.1/``) is refused before the proxy is asked.
+    Either way every wait ends by the fetch's deadline (``guard.fetch_deadline``).
+
     Thread-safe (the pool is); ``close()`` closes every pooled connection.
     """
 
@@ -89,15 +95,37 @@ class GuardedTransport(httpx.BaseTransport):
         ssl_context: ssl.SSLContext | None = None,
         limits: httpx.Limits = DEFAULT_LIMITS,
         resolver: Resolver | None = None,
+        proxy: str | None = None,
     ) -> None:
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context if ssl_context is not None else httpx.create_ssl_context(),
+        ssl_context = ssl_context if ssl_context is not None else httpx.create_ssl_context()
+        pool_options = dict(
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
             retries=0,
-            network_backend=GuardedBackend(reach, resolver=resolver),
         )
+        self._policy = AddressPolicy(reach.allow_networks)
+        self._proxied = proxy is not None
+        self._pool: httpcore.ConnectionPool
+        if proxy is None:
+            self._pool = httpcore.ConnectionPool(
+                **pool_options, network_backend=GuardedBackend(reach, resolver=resolver)
+            )
+            return
+        url = httpx.URL(proxy)
+        core_url = httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path)
+        auth = (url.username, url.password) if url.username or url.password else None
+        if url.scheme in ("http", "https"):
+            self._pool = httpcore.HTTPProxy(
+                proxy_url=core_url, proxy_auth=auth, **pool_options, network_backend=DeadlineBackend()
+            )
+        elif url.scheme in ("socks5", "socks5h"):
+            self._pool = httpcore.SOCKSProxy(
+                proxy_url=core_url, proxy_auth=auth, **pool_options, network_backend=DeadlineBackend()
+            )
+        else:
+            raise ValueError(f"proxy URL {proxy!r}: the scheme must be http, https, socks5 or socks5h")
 
     @property
     def connections(self) -> int:
@@ -106,6 +134,8 @@ class GuardedTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.SyncByteStream)
+        if self._proxied:
+            literal_address_blocked(request.url.host, self._policy)  # raises BlockedAddress
         core_request = httpcore.Request(
             method=request.method,
             url=httpcore.URL(
