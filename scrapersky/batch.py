@@ -131,7 +131,8 @@ def _json_size(value: Any) -> int:
 
 
 def _shrink(value: Any) -> Any:
-    """About half of a value: the first half of a string, a list or a dict; else nothing."""
+    """About half of a value: the first half of a string, a list or a dict; None when
+    nothing smaller is left (the field is then dropped: a reader gets its default)."""
     if isinstance(value, str) and len(value) > 1:
         return value[: len(value) // 2]
     if isinstance(value, list) and len(value) > 1:
@@ -143,8 +144,8 @@ def _shrink(value: Any) -> Any:
 
 def fit_metadata(metadata: dict[str, Any], max_bytes: int = MAX_METADATA_BYTES) -> dict[str, Any]:
     """Metadata whose JSON fits ``max_bytes``: the largest field is halved (strings,
-    lists and dicts keep their beginning), then dropped, until it fits; each field cut
-    is named in ``truncated_fields``."""
+    lists and dicts keep their beginning), at last dropped, until it fits; each field
+    cut is named in ``truncated_fields``."""
     if _json_size(metadata) <= max_bytes:
         return metadata
     fitted = dict(metadata)
@@ -152,12 +153,14 @@ def fit_metadata(metadata: dict[str, Any], max_bytes: int = MAX_METADATA_BYTES) 
     sizes = {key: _json_size(value) for key, value in fitted.items() if key != "truncated_fields"}
     while sizes and sum(sizes.values()) + _json_size(truncated) + 32 * len(fitted) > max_bytes:
         key = max(sizes, key=sizes.__getitem__)
-        fitted[key] = _shrink(fitted[key])
-        sizes[key] = _json_size(fitted[key])
         if key not in truncated:
             truncated.append(key)
-        if fitted[key] is None:
-            del sizes[key]
+        shrunk = _shrink(fitted[key])
+        if shrunk is None:
+            del fitted[key], sizes[key]
+        else:
+            fitted[key] = shrunk
+            sizes[key] = _json_size(shrunk)
     fitted["truncated_fields"] = truncated
     return fitted
 
