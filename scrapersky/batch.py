@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "BatchStatus",
@@ -19,6 +21,11 @@ __all__ = [
     "DEFAULT_USER_AGENT",
     "batch_status_for",
     "utcnow",
+    "stored_text",
+    "stored_value",
+    "fit_metadata",
+    "MAX_ERROR_CHARS",
+    "MAX_METADATA_BYTES",
 ]
 
 #: Tenant used when none is given (the embedded, single-user default).
@@ -90,8 +97,81 @@ class BatchOptions(BaseModel):
     )
 
 
+#: What one domain's outcome may store. PostgreSQL refuses NUL (and lone surrogates,
+#: which are not UTF-8) in text and jsonb; a batch must never fail on one bad string.
+MAX_ERROR_CHARS = 1_000  # a failed domain's error message
+MAX_URL_CHARS = 8_192  # the final URL (a real fetched URL; longer ones are cut)
+MAX_METADATA_BYTES = 65_536  # the site metadata of one domain, as compact UTF-8 JSON
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def stored_text(text: str, limit: int | None = None) -> str:
+    """``text`` as the database can keep it: NUL removed, a lone surrogate replaced by
+    U+FFFD, at most ``limit`` characters (the cut ends with "…")."""
+    if _UNSTORABLE.search(text):
+        text = _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+def stored_value(value: Any) -> Any:
+    """A JSON value with every string (keys included) made storable by ``stored_text``."""
+    if isinstance(value, str):
+        return stored_text(value)
+    if isinstance(value, dict):
+        return {stored_text(str(key)): stored_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [stored_value(item) for item in value]
+    return value
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8", "replace"))
+
+
+def _shrink(value: Any) -> Any:
+    """About half of a value: the first half of a string, a list or a dict; None when
+    nothing smaller is left (the field is then dropped: a reader gets its default)."""
+    if isinstance(value, str) and len(value) > 1:
+        return value[: len(value) // 2]
+    if isinstance(value, list) and len(value) > 1:
+        return value[: len(value) // 2]
+    if isinstance(value, dict) and len(value) > 1:
+        return dict(list(value.items())[: len(value) // 2])
+    return None
+
+
+def fit_metadata(metadata: dict[str, Any], max_bytes: int = MAX_METADATA_BYTES) -> dict[str, Any]:
+    """Metadata whose JSON fits ``max_bytes``: the largest field is halved (strings,
+    lists and dicts keep their beginning), at last dropped, until it fits; each field
+    cut is named in ``truncated_fields``."""
+    if _json_size(metadata) <= max_bytes:
+        return metadata
+    fitted = dict(metadata)
+    truncated: list[str] = [str(name) for name in fitted.get("truncated_fields") or []][:64]
+    sizes = {key: _json_size(value) for key, value in fitted.items() if key != "truncated_fields"}
+    while sizes and sum(sizes.values()) + _json_size(truncated) + 32 * len(fitted) > max_bytes:
+        key = max(sizes, key=sizes.__getitem__)
+        if key not in truncated:
+            truncated.append(key)
+        shrunk = _shrink(fitted[key])
+        if shrunk is None:
+            del fitted[key], sizes[key]
+        else:
+            fitted[key] = shrunk
+            sizes[key] = _json_size(shrunk)
+    fitted["truncated_fields"] = truncated
+    return fitted
+
+
 class DomainOutcome(BaseModel):
-    """What happened to one domain of a batch."""
+    """What happened to one domain of a batch.
+
+    Built, every string is storable (``stored_text``: no NUL, no lone surrogate), the
+    error message is at most MAX_ERROR_CHARS characters and the metadata at most
+    MAX_METADATA_BYTES of JSON (``fit_metadata``): what reaches the database is made
+    safe here, once."""
 
     domain: str
     status: DomainStatus
@@ -105,6 +185,26 @@ class DomainOutcome(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     metadata: dict[str, Any] | None = None
+
+    @field_validator("domain", "error_type")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        return None if value is None else stored_text(value, 2_048)
+
+    @field_validator("final_url")
+    @classmethod
+    def _storable_url(cls, value: str | None) -> str | None:
+        return None if value is None else stored_text(value, MAX_URL_CHARS)
+
+    @field_validator("error")
+    @classmethod
+    def _storable_error(cls, value: str | None) -> str | None:
+        return None if value is None else stored_text(value, MAX_ERROR_CHARS)
+
+    @field_validator("metadata")
+    @classmethod
+    def _storable_metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else fit_metadata(stored_value(value))
 
     def status_entry(self) -> dict[str, Any]:
         """The compact entry kept under batch_metadata["domain_statuses"] (no metadata)."""

@@ -49,49 +49,75 @@ def ipv4_literal(host: str) -> ipaddress.IPv4Address | None:
     value = last + sum(n << (8 * (3 - i)) for i, n in enumerate(leading) if n is not None)
     return ipaddress.IPv4Address(value)
 _MAX_ENTRY_CHARS = 255  # an invalid entry is recorded under (at most) this much of itself
+_MAX_INPUT_CHARS = 2_048  # a longer entry is refused unread (no domain or homepage URL is longer)
+_SHOWN_CHARS = 100  # an error message quotes (at most) this much of its entry
+# C0 and C1 control characters, DEL, and lone surrogates: in no domain, and NUL is text
+# PostgreSQL refuses to store.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _shown(text: str) -> str:
+    """The entry as an error message quotes it: repr (control characters escaped), cut."""
+    if len(text) <= _SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:_SHOWN_CHARS]!r}… ({len(text):,} characters)"
+
+
+def _safe_key(entry: str) -> str:
+    """The key an invalid entry is recorded under: control characters escaped (\\x00),
+    at most _MAX_ENTRY_CHARS characters; never empty."""
+    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"),
+                        entry[: _MAX_ENTRY_CHARS * 2].strip())
+    return text[:_MAX_ENTRY_CHARS] or "<empty>"
 
 
 def normalize_domain(entry: str) -> str:
     """A bare, lowercase, ASCII (IDNA) domain from a domain or URL; raises InvalidDomain."""
+    if len(entry) > _MAX_INPUT_CHARS * 4:  # not even stripped: refused unread
+        raise InvalidDomain(f"{_shown(entry.strip())} is too long for a domain or URL")
     text = entry.strip()
     if not text:
         raise InvalidDomain("empty entry")
+    if len(text) > _MAX_INPUT_CHARS:
+        raise InvalidDomain(f"{_shown(text)} is too long for a domain or URL")
+    if _CONTROL.search(text):
+        raise InvalidDomain(f"{_shown(text)} contains a control character")
     if any(ch.isspace() for ch in text):
-        raise InvalidDomain(f"{text!r} contains whitespace")
+        raise InvalidDomain(f"{_shown(text)} contains whitespace")
     try:
         parts = urlsplit(text if "://" in text else f"//{text}")
         host = parts.hostname
         port = parts.port
     except ValueError as exc:
-        raise InvalidDomain(f"{text!r} is not a domain or URL: {exc}") from None
+        raise InvalidDomain(f"{_shown(text)} is not a domain or URL: {exc}") from None
     if "://" in text and parts.scheme.lower() not in ("http", "https"):
-        raise InvalidDomain(f"{text!r}: only http and https URLs can be scraped")
+        raise InvalidDomain(f"{_shown(text)}: only http and https URLs can be scraped")
     if not host:
-        raise InvalidDomain(f"{text!r} has no host name")
+        raise InvalidDomain(f"{_shown(text)} has no host name")
     if parts.username is not None or parts.password is not None:
-        raise InvalidDomain(f"{text!r} carries credentials; give the domain alone")
+        raise InvalidDomain(f"{_shown(text)} carries credentials; give the domain alone")
     if port is not None:
-        raise InvalidDomain(f"{text!r} names a port; a batch scrapes the domain's homepage")
+        raise InvalidDomain(f"{_shown(text)} names a port; a batch scrapes the domain's homepage")
     host = host.rstrip(".")
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         pass
     else:
-        raise InvalidDomain(f"{text!r} is an IP address, not a domain")
+        raise InvalidDomain(f"{_shown(text)} is an IP address, not a domain")
     # 127.1, 0x7f.0.0.2, 2130706433: resolvers and URL parsers read these as addresses.
     # A name whose last label is a number is read as an address too (or refused).
     if ipv4_literal(host) is not None or _IPV4_PART.fullmatch(host.rsplit(".", 1)[-1]):
-        raise InvalidDomain(f"{text!r} is an IP address (or reads as one), not a domain")
+        raise InvalidDomain(f"{_shown(text)} is an IP address (or reads as one), not a domain")
     try:
         ascii_host = idna.encode(host, uts46=True).decode("ascii")
     except idna.IDNAError as exc:
-        raise InvalidDomain(f"{text!r} is not a valid domain name: {exc}") from None
+        raise InvalidDomain(f"{_shown(text)} is not a valid domain name: {exc}") from None
     labels = ascii_host.split(".")
     if len(labels) < 2:
-        raise InvalidDomain(f"{text!r} has no top-level domain")
+        raise InvalidDomain(f"{_shown(text)} has no top-level domain")
     if len(ascii_host) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise InvalidDomain(f"{text!r} is not a valid domain name")
+        raise InvalidDomain(f"{_shown(text)} is not a valid domain name")
     return ascii_host
 
 
@@ -128,7 +154,7 @@ def plan_domains(entries: list[str], *, max_batch_size: int) -> DomainPlan:
         try:
             key = normalize_domain(entry)
         except InvalidDomain as exc:
-            key = entry.strip()[:_MAX_ENTRY_CHARS] or "<empty>"
+            key = _safe_key(entry)
             if key in plan.invalid:
                 plan.duplicates += 1
             else:

@@ -22,6 +22,12 @@ _FILE_SUFFIXES = frozenset(
     "png jpg jpeg gif webp svg ico bmp tif tiff avif heic css js mjs json map xml pdf mp4 webm woff woff2 ttf eot".split()
 )
 _PHONE_TEXT_LIMIT = 50_000  # characters of page text searched for phone numbers
+_MAX_PHONE_CANDIDATES = 200  # candidates libphonenumber is asked about, per text
+_EMAIL_TEXT_LIMIT = 200_000  # characters of text searched for addresses
+_MAX_AT_SIGNS = 500  # "@" signs the address pattern is tried around, per text
+_MAX_EMAILS = 50  # addresses found per text
+# An address's domain starts right after its "@": a label, then a dot.
+_DOMAIN_START = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\.", re.IGNORECASE)
 # Digits in the groupings people write: +49 (0)30 1234-5678, (555) 123.4567, 020 7946 0018
 _PHONE_CANDIDATE = re.compile(r"(?<![\w+])\+?\(?\d{1,4}\)?(?:[ .\-/]?\(?\d{1,5}\)?){2,6}(?![\w])")
 _DIGITS = re.compile(r"\D")
@@ -36,7 +42,10 @@ def _valid_email(local: str, domain: str) -> str | None:
 
 
 def emails_in(text: str) -> list[str]:
-    """Addresses written in text, de-obfuscated; file names like logo@2x.png are not addresses."""
+    """Addresses written in text, de-obfuscated; file names like logo@2x.png are not addresses.
+
+    Bounded: the first _EMAIL_TEXT_LIMIT characters, _MAX_AT_SIGNS "@" tried, _MAX_EMAILS found."""
+    text = text[:_EMAIL_TEXT_LIMIT]
     lowered = text.lower()
     if "at]" in lowered or "at)" in lowered or "at}" in lowered:
         text = _DOT.sub(".", _AT.sub("@", text))
@@ -49,14 +58,18 @@ def emails_in(text: str) -> list[str]:
 def _email_matches(text: str) -> list[tuple[str, str]]:
     # The pattern is only tried around each "@": scanning every position of a long page
     # for a 64-character local part first costs more than all the rest of extraction.
+    # An "@" not followed by "label." is not an address's (a cheap anchored test first).
     found: list[tuple[str, str]] = []
     resume = 0
+    tried = 0
     at = text.find("@")
-    while at != -1:
-        match = _EMAIL.search(text, max(resume, at - 64), at + 256)
-        if match is not None and match.start(2) - 1 == at:
-            found.append((match.group(1), match.group(2)))
-            resume = match.end()
+    while at != -1 and tried < _MAX_AT_SIGNS and len(found) < _MAX_EMAILS:
+        if _DOMAIN_START.match(text, at + 1):
+            tried += 1
+            match = _EMAIL.search(text, max(resume, at - 64), at + 256)
+            if match is not None and match.start(2) - 1 == at:
+                found.append((match.group(1), match.group(2)))
+                resume = match.end()
         at = text.find("@", max(at + 1, resume))
     return found
 
@@ -104,10 +117,14 @@ def phones_in(texts: Iterable[str], region: str | None) -> list[str]:
     """
     found: list[str] = []
     for text in texts:
+        asked = 0
         for match in _PHONE_CANDIDATE.finditer(text[:_PHONE_TEXT_LIMIT]):
             candidate = match.group(0)
             if not (region or candidate.startswith("+")) or len(_DIGITS.sub("", candidate)) < 7:
                 continue
+            asked += 1
+            if asked > _MAX_PHONE_CANDIDATES:
+                break
             try:
                 number = phonenumbers.parse(candidate, region)
             except phonenumbers.NumberParseException:

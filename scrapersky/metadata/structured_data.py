@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import Any
 
 from pydantic import BaseModel
@@ -14,6 +15,8 @@ __all__ = ["Organization", "json_ld_items", "organization_in", "website_name_in"
 _WRAPPERS = re.compile(r"^\s*(?:<!--|//\s*<!\[CDATA\[|<!\[CDATA\[)|(?:-->|//\s*\]\]>|\]\]>)\s*$")
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 _MAX_ITEMS = 200
+_MAX_BLOCKS = 20  # JSON-LD blocks read at most ...
+_MAX_BLOCK_CHARS = 1_000_000  # ... each at most this long (a longer one is skipped)
 
 
 class Organization(BaseModel):
@@ -50,7 +53,9 @@ def json_ld_items(blocks: Iterable[str]) -> list[dict[str, Any]]:
             if "@graph" in node:
                 yield from walk(node["@graph"], depth + 1)
 
-    for block in blocks:
+    for block in islice(blocks, _MAX_BLOCKS):
+        if len(block) > _MAX_BLOCK_CHARS:
+            continue
         for item in walk(_load(block), 0):
             items.append(item)
             if len(items) >= _MAX_ITEMS:

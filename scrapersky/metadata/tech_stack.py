@@ -132,6 +132,9 @@ SCRIPT_HINT = re.compile(
 )
 
 
+_VALUE_CHARS = 2_048  # characters of a URL, attribute or generator the rules look at
+
+
 class Technology(BaseModel):
     name: str
     version: str | None = None
@@ -160,9 +163,9 @@ class Evidence:
             tech = self.found[key] = Technology(name=rule.name)
         value = next((g for g in match.groups() if g), None) if match.groups() else None
         if value and rule.version and not tech.version:
-            tech.version = value
+            tech.version = value[:64]
         if value and rule.id and not tech.id:
-            tech.id = value
+            tech.id = value[:64]
         if len(tech.evidence) < 3 and evidence not in tech.evidence:
             tech.evidence.append(evidence[:200])
 
@@ -175,9 +178,11 @@ class Evidence:
                 self._add(rule, match, evidence)
 
     def generator(self, content: str) -> None:
-        self._run("generator", content.strip(), f"meta generator: {content.strip()}")
+        content = content[:_VALUE_CHARS].strip()
+        self._run("generator", content, f"meta generator: {content}")
 
     def url(self, tag: str, attribute: str, url: str) -> None:
+        url = url[:_VALUE_CHARS]
         if _URL_HINT.search(url.lower()):
             self._run("url", url, f"{tag} {attribute}: {url}")
 
@@ -185,7 +190,7 @@ class Evidence:
         for name in _ATTR_NAMES:
             value = attrs.get(name)
             if value is not None:
-                text = " ".join(value) if isinstance(value, list) else str(value)
+                text = (" ".join(value) if isinstance(value, list) else str(value))[:_VALUE_CHARS]
                 self._run("attr", text, f"<{tag} {name}=\"{text[:60]}\">", target=name)
 
     def script(self, text: str) -> None:
