@@ -192,8 +192,11 @@ class SiteMetadata(BaseModel):
             setattr(self, name, _cut(_clean_optional(getattr(self, name)), LIMITS.text, name, cut))
         self.description = _cut(_clean_optional(self.description), LIMITS.long_text, "description", cut)
         self.language = _cut(_clean_optional(self.language), LIMITS.short, "language", cut)
-        for name in ("canonical_url", "image", "favicon_url", "logo_url", "refresh_url"):
-            setattr(self, name, _url(_clean_optional(getattr(self, name)), name, cut))
+        for name in ("canonical_url", "image", "favicon_url", "logo_url"):
+            setattr(self, name, _url(_no_controls(getattr(self, name)), name, cut))
+        # A refresh target is kept as the page gave it: a broken one is the fetch's to
+        # refuse (bad_redirect), not ours to mend into another URL.
+        self.refresh_url = _url(self.refresh_url, "refresh_url", cut)
         self.keywords = _capped_list(self.keywords, LIMITS.items, LIMITS.item, "keywords", cut)
         self.emails = _capped_list(self.emails, LIMITS.emails, LIMITS.email, "emails", cut, drop=True)
         self.phones = _capped_list(self.phones, LIMITS.phones, LIMITS.short, "phones", cut, drop=True)
@@ -221,6 +224,11 @@ class SiteMetadata(BaseModel):
         if cut - set(self.truncated_fields) or len(self.truncated_fields) > 64:
             self.truncated_fields = [*self.truncated_fields, *sorted(cut - set(self.truncated_fields))][:64]
         return self
+
+
+def _no_controls(url: str | None) -> str | None:
+    """A URL with a control character in it is no URL: dropped, never mended into another."""
+    return None if url is None or _CONTROL.search(url) else url
 
 
 def _clean_optional(value: str | None) -> str | None:
