@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
-from sqlalchemy import case, func, insert, select
+from sqlalchemy import case, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,7 @@ __all__ = [
     "NewBatch",
     "register_batch",
     "note_flow_run",
+    "fail_submission",
     "open_batch",
     "save_progress",
     "record_outcomes",
@@ -63,6 +64,31 @@ class BatchStatusReport(BaseModel):
 async def _lock(session: AsyncSession, batch_id: UUID) -> BatchJob | None:
     """The batch row, locked until the transaction ends (a row lock: pooler-safe)."""
     return await session.scalar(select(BatchJob).where(BatchJob.batch_id == batch_id).with_for_update())
+
+
+def _advisory_key(batch_id: UUID) -> int:
+    """The batch id as a signed bigint: the key of its PostgreSQL advisory lock."""
+    return int.from_bytes(batch_id.bytes[:8], "big", signed=True) ^ int.from_bytes(
+        batch_id.bytes[8:], "big", signed=True)
+
+
+async def _claim(session: AsyncSession, batch_id: UUID) -> None:
+    """Serialise every creator of this batch id until the transaction ends.
+
+    ``SELECT ... FOR UPDATE`` locks nothing when the row does not exist yet, and
+    ScraperSky's batch_jobs.batch_id is not unique: two submits of one id would both
+    insert. On PostgreSQL a transaction-scoped advisory lock keyed on the batch id is
+    taken before the check (released at commit or rollback, so it is safe behind a
+    transaction-mode pooler); SQLite has one writer at a time, and a no-op write takes
+    its write lock now, before the check (BEGIN IMMEDIATE's effect).
+    """
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _advisory_key(batch_id)})
+    else:
+        await session.execute(
+            update(BatchJob).where(BatchJob.batch_id == batch_id).values(updated_at=BatchJob.updated_at)
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def _locked_batch(session: AsyncSession, batch_id: UUID, tenant_id: UUID) -> BatchJob:
@@ -115,6 +141,7 @@ async def open_batch(
     this batch already completed.
     """
     batch_id, tenant_id, domains = batch.batch_id, batch.tenant_id, batch.domains
+    await _claim(session, batch_id)
     now = utcnow()
     row = await _lock(session, batch_id)
     if row is None:
@@ -168,8 +195,9 @@ async def register_batch(session: AsyncSession, batch: NewBatch, *, schema: Sche
     """Create a batch ``pending``, its domains recorded, before any run picks it up.
 
     Returns False when the tenant's batch exists already (the same submission again);
-    another tenant's batch id is refused.
+    another tenant's batch id is refused. Concurrent registrations of one id make one row.
     """
+    await _claim(session, batch.batch_id)
     row = await _lock(session, batch.batch_id)
     if row is not None:
         if row.tenant_id != batch.tenant_id:
@@ -307,21 +335,43 @@ async def _upsert_results(session: AsyncSession, batch_id: UUID, outcomes: list[
 
 
 async def end_batch(
-    session: AsyncSession, *, batch_id: UUID, status: BatchStatus, error: str, flow_run_id: str | None = None
+    session: AsyncSession,
+    *,
+    batch_id: UUID,
+    tenant_id: UUID,
+    status: BatchStatus,
+    error: str,
+    flow_run_id: str | None = None,
 ) -> bool:
-    """Mark a batch that is still pending or running as ended (failed or cancelled).
+    """Mark a batch of ``tenant_id`` that is still pending or running as ended (failed
+    or cancelled).
 
-    A batch that already has a final status keeps it, and so does a batch that another
-    flow run owns (given ``flow_run_id``). Returns whether the row changed.
+    Another tenant's batch is never touched; a batch that already has a final status
+    keeps it, and so does a batch that another flow run owns (given ``flow_run_id``).
+    Returns whether the row changed.
     """
     row = await _lock(session, batch_id)
-    if row is None or row.status not in (BatchStatus.PENDING, BatchStatus.RUNNING):
+    if row is None or row.tenant_id != tenant_id or row.status not in (BatchStatus.PENDING, BatchStatus.RUNNING):
         return False
     owner = (row.batch_metadata or {}).get("flow_run_id")
     if flow_run_id is not None and owner is not None and owner != flow_run_id:
         return False
     row.error = error
     _finish(row, status)
+    return True
+
+
+async def fail_submission(session: AsyncSession, *, batch_id: UUID, tenant_id: UUID, error: str) -> bool:
+    """Fail a batch whose submission could not start a flow run: only while it is still
+    ``pending`` and no run has claimed it (a run that adopted it meanwhile keeps it).
+    Called only by the submission that created the row. Returns whether it changed."""
+    row = await _lock(session, batch_id)
+    if row is None or row.tenant_id != tenant_id or row.status != BatchStatus.PENDING:
+        return False
+    if (row.batch_metadata or {}).get("flow_run_id") is not None:
+        return False
+    row.error = error
+    _finish(row, BatchStatus.FAILED)
     return True
 
 

@@ -10,7 +10,7 @@ from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from scrapersky.batch import BatchRequest, BatchStatus, DomainOutcome
+from scrapersky.batch import DEFAULT_TENANT_ID, BatchRequest, BatchStatus, DomainOutcome
 from scrapersky.db import batches
 from scrapersky.db.batches import NewBatch
 from scrapersky.domains import DomainPlan, plan_domains
@@ -29,22 +29,27 @@ def _end_batch(status: BatchStatus):
 
     # Prefect's runner passes these by keyword: the names matter.
     def hook(flow: Flow, flow_run: FlowRun, state: State) -> None:
-        batch_id = _batch_id_of(flow_run)
+        batch_id, tenant_id = _batch_of(flow_run)
         error = f"flow run {flow_run.id} ended {state.name}: {state.message or 'no message'}"
 
+        # Only this run's tenant's batch, and only while no other run owns it.
         run_coro_as_sync(current_settings().database().call(lambda session: batches.end_batch(
-            session, batch_id=UUID(str(batch_id)), status=status, error=error, flow_run_id=str(flow_run.id))))
+            session, batch_id=batch_id, tenant_id=tenant_id, status=status, error=error,
+            flow_run_id=str(flow_run.id))))
 
     return hook
 
 
-def _batch_id_of(flow_run: FlowRun) -> UUID:
+def _batch_of(flow_run: FlowRun) -> tuple[UUID, UUID]:
+    """(batch id, tenant id) of a run, from its parameters (as the flow reads them)."""
     batch = flow_run.parameters.get("batch")
     if isinstance(batch, BatchRequest):
-        batch_id = batch.batch_id
+        batch_id, tenant_id = batch.batch_id, batch.tenant_id
+    elif isinstance(batch, dict):
+        batch_id, tenant_id = batch.get("batch_id"), batch.get("tenant_id")
     else:
-        batch_id = (batch or {}).get("batch_id") if isinstance(batch, dict) else None
-    return UUID(str(batch_id or flow_run.id))
+        batch_id, tenant_id = None, None
+    return UUID(str(batch_id or flow_run.id)), UUID(str(tenant_id or DEFAULT_TENANT_ID))
 
 
 @flow(
