@@ -28,6 +28,7 @@ __all__ = [
     "register_batch",
     "note_flow_run",
     "fail_submission",
+    "heartbeat",
     "open_batch",
     "save_progress",
     "record_outcomes",
@@ -95,6 +96,19 @@ async def _locked_batch(session: AsyncSession, batch_id: UUID, tenant_id: UUID) 
     row = await _lock(session, batch_id)
     if row is None or row.tenant_id != tenant_id:
         raise BatchNotFound(f"batch {batch_id} not found")
+    return row
+
+
+async def _owned_batch(session: AsyncSession, batch_id: UUID, tenant_id: UUID, flow_run_id: str | None) -> BatchJob:
+    """The batch row, locked, when ``flow_run_id`` owns it; BatchAlreadyRunning (nothing
+    written) when another run does, or nobody (a recovery took it away from this run)."""
+    row = await _locked_batch(session, batch_id, tenant_id)
+    owner = (row.batch_metadata or {}).get("flow_run_id")
+    if owner != flow_run_id:
+        raise BatchAlreadyRunning(
+            f"batch {batch_id} is owned by flow run {owner or '(none: a recovery took it over)'}, "
+            f"not by {flow_run_id}: nothing written"
+        )
     return row
 
 
@@ -258,12 +272,31 @@ def _count(row: BatchJob, statuses: dict[str, dict[str, Any]]) -> tuple[int, int
     return completed, failed
 
 
+async def heartbeat(session: AsyncSession, *, batch_id: UUID, tenant_id: UUID, flow_run_id: str | None) -> bool:
+    """The run that owns a running batch says it is alive: the row's updated_at moves,
+    so no recovery declares it stale. False (nothing written) when the batch is not
+    running any more or another run owns it now."""
+    row = await _lock(session, batch_id)
+    if row is None or row.tenant_id != tenant_id or row.status != BatchStatus.RUNNING:
+        return False
+    if (row.batch_metadata or {}).get("flow_run_id") != flow_run_id:
+        return False
+    row.updated_at = utcnow()
+    return True
+
+
 async def save_progress(
-    session: AsyncSession, *, batch_id: UUID, tenant_id: UUID, outcomes: Iterable[DomainOutcome]
+    session: AsyncSession,
+    *,
+    batch_id: UUID,
+    tenant_id: UUID,
+    flow_run_id: str | None,
+    outcomes: Iterable[DomainOutcome],
 ) -> None:
     """Save outcomes as they come (one row each in domain_results) and move the batch's
-    counts and progress; the row's status stays ``running``. Called every few seconds."""
-    row = await _locked_batch(session, batch_id, tenant_id)
+    counts and progress; the row's status stays ``running``. Called every few seconds,
+    by the run that owns the batch only (BatchAlreadyRunning otherwise)."""
+    row = await _owned_batch(session, batch_id, tenant_id, flow_run_id)
     await _upsert_results(session, batch_id, list(outcomes))
     # Counted by the database: a large batch's outcomes are not read back every save.
     status = DomainResult.outcome["status"].as_string()
@@ -285,13 +318,15 @@ async def record_outcomes(
     *,
     batch_id: UUID,
     tenant_id: UUID,
+    flow_run_id: str | None,
     outcomes: Iterable[DomainOutcome],
 ) -> BatchStatus:
     """Store the last outcomes and the batch's final statuses, counts, progress and status.
 
     ``outcomes`` are those not saved yet; the ones save_progress saved are read back, so
-    batch_metadata["domain_statuses"] is written once, at the end."""
-    row = await _locked_batch(session, batch_id, tenant_id)
+    batch_metadata["domain_statuses"] is written once, at the end. Only the run that
+    owns the batch may (BatchAlreadyRunning otherwise, nothing written)."""
+    row = await _owned_batch(session, batch_id, tenant_id, flow_run_id)
     outcomes = list(outcomes)
     await _upsert_results(session, batch_id, outcomes)
     metadata = dict(row.batch_metadata or {})
@@ -347,15 +382,17 @@ async def end_batch(
     or cancelled).
 
     Another tenant's batch is never touched; a batch that already has a final status
-    keeps it, and so does a batch that another flow run owns (given ``flow_run_id``).
-    Returns whether the row changed.
+    keeps it. Given ``flow_run_id`` (a run's hook), only that run's batch ends: one
+    another run owns, or a running one a recovery took away from it, is left alone (a
+    pending batch no run has claimed yet may end). Returns whether the row changed.
     """
     row = await _lock(session, batch_id)
     if row is None or row.tenant_id != tenant_id or row.status not in (BatchStatus.PENDING, BatchStatus.RUNNING):
         return False
     owner = (row.batch_metadata or {}).get("flow_run_id")
-    if flow_run_id is not None and owner is not None and owner != flow_run_id:
-        return False
+    if flow_run_id is not None and owner != flow_run_id:
+        if owner is not None or row.status != BatchStatus.PENDING:
+            return False
     row.error = error
     _finish(row, status)
     return True

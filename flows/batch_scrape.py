@@ -19,6 +19,7 @@ from scrapersky.tasks.persist import open_batch, persist_batch
 from scrapersky.tasks.scrape import outcome_from_error
 
 from .fan_out import fan_out
+from .heartbeat import Heartbeat, heartbeat_interval
 from .progress import ProgressRecorder
 
 __all__ = ["batch_scrape"]
@@ -72,16 +73,22 @@ def batch_scrape(batch: BatchRequest) -> BatchStatus | State:
     options = batch.options or settings.batch_options()
     plan = plan_domains(batch.domains, max_batch_size=settings.max_batch_size)
 
+    flow_run_id = runtime.flow_run.id  # the batch's owner: every write below names it
     already_done = open_batch(
         database, NewBatch.of(batch_id, batch.tenant_id, plan, options),
-        flow_run_id=runtime.flow_run.id, stale_after=settings.stale_after,
+        flow_run_id=flow_run_id, stale_after=settings.stale_after,
     )
     to_fetch = [domain for domain in plan.domains if domain not in already_done]
-    progress = ProgressRecorder(database, batch_id=batch_id, tenant_id=batch.tenant_id, total=len(to_fetch))
-    for outcome in fan_out(to_fetch, options, settings, batch_id=batch_id):
-        progress(outcome)
+    progress = ProgressRecorder(
+        database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id, total=len(to_fetch)
+    )
+    with Heartbeat(database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id,
+                   interval=heartbeat_interval(settings.stale_after)):
+        for outcome in fan_out(to_fetch, options, settings, batch_id=batch_id):
+            progress(outcome)
     status = persist_batch(
-        database, batch_id=batch_id, tenant_id=batch.tenant_id, outcomes=_rejected(plan) + progress.unsaved()
+        database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id,
+        outcomes=_rejected(plan) + progress.unsaved(),
     )
     progress.publish_summary(status, skipped=len(already_done))
 

@@ -216,3 +216,84 @@ def test_a_password_in_the_query_string_never_shows(prefect_api: str) -> None:
         assert "127.0.0.1:1/x" in seen, (args, seen)  # the URL is shown ...
         assert QUERY_PASSWORD not in seen, (args, seen)  # ... masked
         assert "Traceback" not in result.stderr, (args, result.stderr)
+
+
+# 4. A healthy batch stays owned; a run whose batch was taken over cannot write.
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_batch_slower_than_stale_after_a_fetch_stays_owned(
+    sqlite_settings: Settings, farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from scrapersky.batch import BatchRequest
+    from scrapersky.flows.batch_scrape import batch_scrape
+
+    monkeypatch.setenv("SCRAPERSKY_STALE_AFTER", "2")  # the operator's setting: a fetch takes 5 s
+    batch_id = uuid.uuid4()
+    seen_stale: list[list[uuid.UUID]] = []
+
+    def look_while_it_runs() -> None:
+        deadline = time.monotonic() + 60
+        while sum(farm.hits.values()) == 0 and time.monotonic() < deadline:  # the first fetch is under way
+            time.sleep(0.1)
+        for _ in range(3):  # 3.5 s, 5 s, 6.5 s in: no outcome saved yet, longer than stale_after
+            time.sleep(1.5 if seen_stale else 3.5)
+            found = sqlite_settings.database().run(lambda session: batches.stale_batches(session, stale_after=2))
+            seen_stale.append([b.batch_id for b in found])
+
+    looker = threading.Thread(target=look_while_it_runs)
+    looker.start()
+    state = batch_scrape(BatchRequest(
+        domains=["slowheaders-1.test", "slowheaders-2.test"], tenant_id=TENANT_A, batch_id=batch_id,
+        options=BatchOptions(concurrency=1, retries=0, read_timeout=10),
+    ), return_state=True)
+    looker.join()
+    assert state.is_completed(), state.message
+    assert seen_stale == [[], [], []]  # recovery would have found nothing stale
+    assert status(sqlite_settings, batch_id).status == "completed"
+
+
+def test_a_run_whose_batch_was_taken_over_cannot_write(database: str) -> None:
+    from scrapersky.batch import DomainOutcome, DomainStatus
+
+    db = Database(database)
+    batch_id = uuid.uuid4()
+    batch = new_batch(batch_id)
+    outcome = [DomainOutcome(domain="ok-1.test", status=DomainStatus.COMPLETED, metadata={"title": "late"})]
+    asyncio.run(open_(db, batch, flow_run_id="old-run"))
+
+    def writes_of(run: str) -> dict[str, object]:
+        refused: dict[str, object] = {}
+        for name, write in {
+            "save_progress": lambda s: batches.save_progress(
+                s, batch_id=batch_id, tenant_id=TENANT_A, flow_run_id=run, outcomes=outcome),
+            "record_outcomes": lambda s: batches.record_outcomes(
+                s, batch_id=batch_id, tenant_id=TENANT_A, flow_run_id=run, outcomes=outcome),
+        }.items():
+            with pytest.raises(BatchAlreadyRunning):
+                db.run(write)
+            refused[name] = True
+        refused["end_batch"] = db.run(lambda s: batches.end_batch(
+            s, batch_id=batch_id, tenant_id=TENANT_A, status="failed", error="late hook", flow_run_id=run))
+        refused["heartbeat"] = db.run(lambda s: batches.heartbeat(
+            s, batch_id=batch_id, tenant_id=TENANT_A, flow_run_id=run))
+        return refused
+
+    # A recovery takes the batch away (nobody owns it) ... the old run may not write.
+    db.run(lambda s: batches.note_recovery(s, batch_id=batch_id, reason="stale"))
+    assert writes_of("old-run") == {"save_progress": True, "record_outcomes": True, "end_batch": False,
+                                    "heartbeat": False}
+    # ... and once the recovery's run owns it, neither.
+    asyncio.run(open_(db, batch, flow_run_id="new-run"))
+    assert writes_of("old-run")["end_batch"] is False
+    report = db.run(lambda s: batches.get_batch_status(s, batch_id, TENANT_A))
+    assert (report.status, report.error, report.completed_domains) == ("running", None, 0)
+    assert all(entry.get("status") != "completed" for entry in report.domain_statuses.values())
+    assert report.metadata["flow_run_id"] == "new-run"
+    # The owner writes as before.
+    assert db.run(lambda s: batches.heartbeat(s, batch_id=batch_id, tenant_id=TENANT_A, flow_run_id="new-run"))
+    db.run(lambda s: batches.record_outcomes(
+        s, batch_id=batch_id, tenant_id=TENANT_A, flow_run_id="new-run", outcomes=outcome))
+    assert db.run(lambda s: batches.get_batch_status(s, batch_id, TENANT_A)).completed_domains == 1
