@@ -1,8 +1,9 @@
 """The recovery flow: batches whose run is gone are finished, or failed with a reason.
 
 A batch is stale when it is pending or running and its row has not moved for
-``stale_after`` seconds (a running batch saves progress every few seconds while its
-domains complete). For each stale batch the flow reads its flow run from Prefect:
+``stale_after`` seconds (a running batch's heartbeat moves its row every few seconds
+while its run lives, however slow its fetches). A resumed batch belongs to the new run:
+the old run's writes and hooks are refused from the moment ``note_recovery`` takes it. For each stale batch the flow reads its flow run from Prefect:
 
 - a run still moving (Prefect says pending/running and the row is fresh) is never
   touched - stale rows only are looked at, so such a run is not even seen;
