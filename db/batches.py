@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
-from sqlalchemy import case, func, insert, select
+from sqlalchemy import case, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,8 @@ __all__ = [
     "NewBatch",
     "register_batch",
     "note_flow_run",
+    "fail_submission",
+    "heartbeat",
     "open_batch",
     "save_progress",
     "record_outcomes",
@@ -65,10 +67,48 @@ async def _lock(session: AsyncSession, batch_id: UUID) -> BatchJob | None:
     return await session.scalar(select(BatchJob).where(BatchJob.batch_id == batch_id).with_for_update())
 
 
+def _advisory_key(batch_id: UUID) -> int:
+    """The batch id as a signed bigint: the key of its PostgreSQL advisory lock."""
+    return int.from_bytes(batch_id.bytes[:8], "big", signed=True) ^ int.from_bytes(
+        batch_id.bytes[8:], "big", signed=True)
+
+
+async def _claim(session: AsyncSession, batch_id: UUID) -> None:
+    """Serialise every creator of this batch id until the transaction ends.
+
+    ``SELECT ... FOR UPDATE`` locks nothing when the row does not exist yet, and
+    ScraperSky's batch_jobs.batch_id is not unique: two submits of one id would both
+    insert. On PostgreSQL a transaction-scoped advisory lock keyed on the batch id is
+    taken before the check (released at commit or rollback, so it is safe behind a
+    transaction-mode pooler); SQLite has one writer at a time, and a no-op write takes
+    its write lock now, before the check (BEGIN IMMEDIATE's effect).
+    """
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _advisory_key(batch_id)})
+    else:
+        await session.execute(
+            update(BatchJob).where(BatchJob.batch_id == batch_id).values(updated_at=BatchJob.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+
+
 async def _locked_batch(session: AsyncSession, batch_id: UUID, tenant_id: UUID) -> BatchJob:
     row = await _lock(session, batch_id)
     if row is None or row.tenant_id != tenant_id:
         raise BatchNotFound(f"batch {batch_id} not found")
+    return row
+
+
+async def _owned_batch(session: AsyncSession, batch_id: UUID, tenant_id: UUID, flow_run_id: str | None) -> BatchJob:
+    """The batch row, locked, when ``flow_run_id`` owns it; BatchAlreadyRunning (nothing
+    written) when another run does, or nobody (a recovery took it away from this run)."""
+    row = await _locked_batch(session, batch_id, tenant_id)
+    owner = (row.batch_metadata or {}).get("flow_run_id")
+    if owner != flow_run_id:
+        raise BatchAlreadyRunning(
+            f"batch {batch_id} is owned by flow run {owner or '(none: a recovery took it over)'}, "
+            f"not by {flow_run_id}: nothing written"
+        )
     return row
 
 
@@ -115,6 +155,7 @@ async def open_batch(
     this batch already completed.
     """
     batch_id, tenant_id, domains = batch.batch_id, batch.tenant_id, batch.domains
+    await _claim(session, batch_id)
     now = utcnow()
     row = await _lock(session, batch_id)
     if row is None:
@@ -168,8 +209,9 @@ async def register_batch(session: AsyncSession, batch: NewBatch, *, schema: Sche
     """Create a batch ``pending``, its domains recorded, before any run picks it up.
 
     Returns False when the tenant's batch exists already (the same submission again);
-    another tenant's batch id is refused.
+    another tenant's batch id is refused. Concurrent registrations of one id make one row.
     """
+    await _claim(session, batch.batch_id)
     row = await _lock(session, batch.batch_id)
     if row is not None:
         if row.tenant_id != batch.tenant_id:
@@ -230,12 +272,31 @@ def _count(row: BatchJob, statuses: dict[str, dict[str, Any]]) -> tuple[int, int
     return completed, failed
 
 
+async def heartbeat(session: AsyncSession, *, batch_id: UUID, tenant_id: UUID, flow_run_id: str | None) -> bool:
+    """The run that owns a running batch says it is alive: the row's updated_at moves,
+    so no recovery declares it stale. False (nothing written) when the batch is not
+    running any more or another run owns it now."""
+    row = await _lock(session, batch_id)
+    if row is None or row.tenant_id != tenant_id or row.status != BatchStatus.RUNNING:
+        return False
+    if (row.batch_metadata or {}).get("flow_run_id") != flow_run_id:
+        return False
+    row.updated_at = utcnow()
+    return True
+
+
 async def save_progress(
-    session: AsyncSession, *, batch_id: UUID, tenant_id: UUID, outcomes: Iterable[DomainOutcome]
+    session: AsyncSession,
+    *,
+    batch_id: UUID,
+    tenant_id: UUID,
+    flow_run_id: str | None,
+    outcomes: Iterable[DomainOutcome],
 ) -> None:
     """Save outcomes as they come (one row each in domain_results) and move the batch's
-    counts and progress; the row's status stays ``running``. Called every few seconds."""
-    row = await _locked_batch(session, batch_id, tenant_id)
+    counts and progress; the row's status stays ``running``. Called every few seconds,
+    by the run that owns the batch only (BatchAlreadyRunning otherwise)."""
+    row = await _owned_batch(session, batch_id, tenant_id, flow_run_id)
     await _upsert_results(session, batch_id, list(outcomes))
     # Counted by the database: a large batch's outcomes are not read back every save.
     status = DomainResult.outcome["status"].as_string()
@@ -257,13 +318,15 @@ async def record_outcomes(
     *,
     batch_id: UUID,
     tenant_id: UUID,
+    flow_run_id: str | None,
     outcomes: Iterable[DomainOutcome],
 ) -> BatchStatus:
     """Store the last outcomes and the batch's final statuses, counts, progress and status.
 
     ``outcomes`` are those not saved yet; the ones save_progress saved are read back, so
-    batch_metadata["domain_statuses"] is written once, at the end."""
-    row = await _locked_batch(session, batch_id, tenant_id)
+    batch_metadata["domain_statuses"] is written once, at the end. Only the run that
+    owns the batch may (BatchAlreadyRunning otherwise, nothing written)."""
+    row = await _owned_batch(session, batch_id, tenant_id, flow_run_id)
     outcomes = list(outcomes)
     await _upsert_results(session, batch_id, outcomes)
     metadata = dict(row.batch_metadata or {})
@@ -307,21 +370,45 @@ async def _upsert_results(session: AsyncSession, batch_id: UUID, outcomes: list[
 
 
 async def end_batch(
-    session: AsyncSession, *, batch_id: UUID, status: BatchStatus, error: str, flow_run_id: str | None = None
+    session: AsyncSession,
+    *,
+    batch_id: UUID,
+    tenant_id: UUID,
+    status: BatchStatus,
+    error: str,
+    flow_run_id: str | None = None,
 ) -> bool:
-    """Mark a batch that is still pending or running as ended (failed or cancelled).
+    """Mark a batch of ``tenant_id`` that is still pending or running as ended (failed
+    or cancelled).
 
-    A batch that already has a final status keeps it, and so does a batch that another
-    flow run owns (given ``flow_run_id``). Returns whether the row changed.
+    Another tenant's batch is never touched; a batch that already has a final status
+    keeps it. Given ``flow_run_id`` (a run's hook), only that run's batch ends: one
+    another run owns, or a running one a recovery took away from it, is left alone (a
+    pending batch no run has claimed yet may end). Returns whether the row changed.
     """
     row = await _lock(session, batch_id)
-    if row is None or row.status not in (BatchStatus.PENDING, BatchStatus.RUNNING):
+    if row is None or row.tenant_id != tenant_id or row.status not in (BatchStatus.PENDING, BatchStatus.RUNNING):
         return False
     owner = (row.batch_metadata or {}).get("flow_run_id")
-    if flow_run_id is not None and owner is not None and owner != flow_run_id:
-        return False
+    if flow_run_id is not None and owner != flow_run_id:
+        if owner is not None or row.status != BatchStatus.PENDING:
+            return False
     row.error = error
     _finish(row, status)
+    return True
+
+
+async def fail_submission(session: AsyncSession, *, batch_id: UUID, tenant_id: UUID, error: str) -> bool:
+    """Fail a batch whose submission could not start a flow run: only while it is still
+    ``pending`` and no run has claimed it (a run that adopted it meanwhile keeps it).
+    Called only by the submission that created the row. Returns whether it changed."""
+    row = await _lock(session, batch_id)
+    if row is None or row.tenant_id != tenant_id or row.status != BatchStatus.PENDING:
+        return False
+    if (row.batch_metadata or {}).get("flow_run_id") is not None:
+        return False
+    row.error = error
+    _finish(row, BatchStatus.FAILED)
     return True
 
 

@@ -22,7 +22,7 @@ from scrapersky.errors import ConfigError
 
 from .models import Base
 
-__all__ = ["Database", "create_engine", "database_url", "transaction", "unit_of_work", "init_schema"]
+__all__ = ["Database", "create_engine", "database_url", "masked", "transaction", "unit_of_work", "init_schema"]
 
 T = TypeVar("T")
 
@@ -55,6 +55,18 @@ def database_url(url: str | URL) -> URL:
             f"unsupported database driver {parsed.drivername!r}: use postgresql:// or sqlite://"
         )
     return parsed
+
+
+#: Query parameters that carry a secret (libpq's and asyncpg's names).
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword", "passfile", "sslkey"})
+
+
+def masked(url: URL) -> str:
+    """``url`` as text, every password in it masked: user:***@ and ?password=***."""
+    query = {
+        name: ("***" if name.lower() in _SECRET_PARAMETERS else value) for name, value in url.query.items()
+    }
+    return url.set(query=query).render_as_string(hide_password=True)
 
 
 def create_engine(url: str | URL) -> AsyncEngine:
@@ -118,7 +130,7 @@ class Database:
     @property
     def where(self) -> str:
         """The URL with its password masked: what messages may show."""
-        return self.url.render_as_string(hide_password=True)
+        return masked(self.url)
 
     @property
     def is_sqlite(self) -> bool:

@@ -10,7 +10,7 @@ from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from scrapersky.batch import BatchRequest, BatchStatus, DomainOutcome
+from scrapersky.batch import DEFAULT_TENANT_ID, BatchRequest, BatchStatus, DomainOutcome
 from scrapersky.db import batches
 from scrapersky.db.batches import NewBatch
 from scrapersky.domains import DomainPlan, plan_domains
@@ -19,6 +19,7 @@ from scrapersky.tasks.persist import open_batch, persist_batch
 from scrapersky.tasks.scrape import outcome_from_error
 
 from .fan_out import fan_out
+from .heartbeat import Heartbeat, heartbeat_interval
 from .progress import ProgressRecorder
 
 __all__ = ["batch_scrape"]
@@ -29,22 +30,27 @@ def _end_batch(status: BatchStatus):
 
     # Prefect's runner passes these by keyword: the names matter.
     def hook(flow: Flow, flow_run: FlowRun, state: State) -> None:
-        batch_id = _batch_id_of(flow_run)
+        batch_id, tenant_id = _batch_of(flow_run)
         error = f"flow run {flow_run.id} ended {state.name}: {state.message or 'no message'}"
 
+        # Only this run's tenant's batch, and only while no other run owns it.
         run_coro_as_sync(current_settings().database().call(lambda session: batches.end_batch(
-            session, batch_id=UUID(str(batch_id)), status=status, error=error, flow_run_id=str(flow_run.id))))
+            session, batch_id=batch_id, tenant_id=tenant_id, status=status, error=error,
+            flow_run_id=str(flow_run.id))))
 
     return hook
 
 
-def _batch_id_of(flow_run: FlowRun) -> UUID:
+def _batch_of(flow_run: FlowRun) -> tuple[UUID, UUID]:
+    """(batch id, tenant id) of a run, from its parameters (as the flow reads them)."""
     batch = flow_run.parameters.get("batch")
     if isinstance(batch, BatchRequest):
-        batch_id = batch.batch_id
+        batch_id, tenant_id = batch.batch_id, batch.tenant_id
+    elif isinstance(batch, dict):
+        batch_id, tenant_id = batch.get("batch_id"), batch.get("tenant_id")
     else:
-        batch_id = (batch or {}).get("batch_id") if isinstance(batch, dict) else None
-    return UUID(str(batch_id or flow_run.id))
+        batch_id, tenant_id = None, None
+    return UUID(str(batch_id or flow_run.id)), UUID(str(tenant_id or DEFAULT_TENANT_ID))
 
 
 @flow(
@@ -67,16 +73,22 @@ def batch_scrape(batch: BatchRequest) -> BatchStatus | State:
     options = batch.options or settings.batch_options()
     plan = plan_domains(batch.domains, max_batch_size=settings.max_batch_size)
 
+    flow_run_id = runtime.flow_run.id  # the batch's owner: every write below names it
     already_done = open_batch(
         database, NewBatch.of(batch_id, batch.tenant_id, plan, options),
-        flow_run_id=runtime.flow_run.id, stale_after=settings.stale_after,
+        flow_run_id=flow_run_id, stale_after=settings.stale_after,
     )
     to_fetch = [domain for domain in plan.domains if domain not in already_done]
-    progress = ProgressRecorder(database, batch_id=batch_id, tenant_id=batch.tenant_id, total=len(to_fetch))
-    for outcome in fan_out(to_fetch, options, settings, batch_id=batch_id):
-        progress(outcome)
+    progress = ProgressRecorder(
+        database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id, total=len(to_fetch)
+    )
+    with Heartbeat(database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id,
+                   interval=heartbeat_interval(settings.stale_after)):
+        for outcome in fan_out(to_fetch, options, settings, batch_id=batch_id):
+            progress(outcome)
     status = persist_batch(
-        database, batch_id=batch_id, tenant_id=batch.tenant_id, outcomes=_rejected(plan) + progress.unsaved()
+        database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id,
+        outcomes=_rejected(plan) + progress.unsaved(),
     )
     progress.publish_summary(status, skipped=len(already_done))
 

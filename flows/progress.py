@@ -33,9 +33,11 @@ class ProgressRecorder:
     most the last ``interval`` seconds of them."""
 
     def __init__(
-        self, database: Database, *, batch_id: UUID, tenant_id: UUID, total: int, interval: float = PROGRESS_INTERVAL
+        self, database: Database, *, batch_id: UUID, tenant_id: UUID, flow_run_id: str | None, total: int,
+        interval: float = PROGRESS_INTERVAL,
     ) -> None:
         self.database, self.batch_id, self.tenant_id = database, batch_id, tenant_id
+        self.flow_run_id = flow_run_id  # the run that owns the batch: the only one that may write it
         self.total, self.interval = total, interval
         self.done = 0
         self.by_type: Counter[str] = Counter()
@@ -64,7 +66,8 @@ class ProgressRecorder:
         # Best effort: when the database is away, the outcomes wait for the final
         # persist, which has its own retries.
         state = save_progress.with_options(retries=0)(
-            self.database, batch_id=self.batch_id, tenant_id=self.tenant_id, outcomes=outcomes, return_state=True
+            self.database, batch_id=self.batch_id, tenant_id=self.tenant_id, flow_run_id=self.flow_run_id,
+            outcomes=outcomes, return_state=True,
         )
         if not state.is_completed():
             with self._lock:

@@ -1,8 +1,9 @@
 """The recovery flow: batches whose run is gone are finished, or failed with a reason.
 
 A batch is stale when it is pending or running and its row has not moved for
-``stale_after`` seconds (a running batch saves progress every few seconds while its
-domains complete). For each stale batch the flow reads its flow run from Prefect:
+``stale_after`` seconds (a running batch's heartbeat moves its row every few seconds
+while its run lives, however slow its fetches). A resumed batch belongs to the new run:
+the old run's writes and hooks are refused from the moment ``note_recovery`` takes it. For each stale batch the flow reads its flow run from Prefect:
 
 - a run still moving (Prefect says pending/running and the row is fresh) is never
   touched - stale rows only are looked at, so such a run is not even seen;
@@ -74,9 +75,9 @@ def note_recovery(database: Database, batch_id: UUID, reason: str) -> int:
 
 
 @task(name="give-up-batch", cache_policy=NO_CACHE)
-def give_up(database: Database, batch_id: UUID, reason: str) -> None:
+def give_up(database: Database, batch_id: UUID, tenant_id: UUID, reason: str) -> None:
     database.run(lambda session: batches.end_batch(
-        session, batch_id=batch_id, status=BatchStatus.FAILED, error=reason))
+        session, batch_id=batch_id, tenant_id=tenant_id, status=BatchStatus.FAILED, error=reason))
 
 
 @flow(name="recover-stale-batches")
@@ -99,7 +100,7 @@ def recover_stale_batches(
         state, message = flow_run_state(batch.flow_run_id)
         reason = f"flow run {batch.flow_run_id or '(none)'} is {state.lower()}" + (f": {message}" if message else "")
         if batch.attempts >= max_attempts:
-            give_up(database, batch.batch_id, f"recovery gave up after {batch.attempts} attempts; {reason}")
+            give_up(database, batch.batch_id, batch.tenant_id, f"recovery gave up after {batch.attempts} attempts; {reason}")
             summary["failed"].append(str(batch.batch_id))
             continue
         attempt = note_recovery(database, batch.batch_id, reason)

@@ -29,7 +29,7 @@ from rich.table import Table  # noqa: E402
 
 from .batch import BatchOptions, BatchRequest  # noqa: E402
 from .domains import plan_domains  # noqa: E402
-from .errors import ScraperSkyError  # noqa: E402
+from .errors import BatchError, ScraperSkyError  # noqa: E402
 from .settings import Settings, configured  # noqa: E402
 
 app = typer.Typer(
@@ -179,6 +179,9 @@ def _run_batch(settings: Settings, domains: list[str], *, tenant_id: UUID, batch
         finally:
             finished.set()
             follower.join()
+    refused = _refusal(state)
+    if refused is not None:  # another run's batch, another tenant's: nothing of ours to show
+        raise _fail(f"{refused.error_type}: {refused}", 2)
     try:
         report = _read_status(settings, batch_id, tenant_id)
     except ScraperSkyError:
@@ -186,6 +189,18 @@ def _run_batch(settings: Settings, domains: list[str], *, tenant_id: UUID, batch
     _print_status(report, as_json)
     if report.status == "failed":
         raise typer.Exit(1)
+
+
+def _refusal(state) -> BatchError | None:
+    """The batch error a failed run was refused with (BatchAlreadyRunning: another live
+    run owns the batch; BatchNotFound: another tenant's), or None."""
+    if not state.is_failed():
+        return None
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception:  # the result could not be read: the report says what it can
+        return None
+    return error if isinstance(error, BatchError) else None
 
 
 @app.command()

@@ -7,8 +7,10 @@
 ``submit_batch`` records the batch ``pending`` (its domains with it), then asks
 Prefect to run the ``batch-scrape`` deployment with the batch id as idempotency
 key: the same submission twice is one batch and one flow run. When Prefect cannot be
-asked, the batch is marked ``failed`` with the reason and ``SubmitFailed`` is raised:
-no batch stays pending because nobody was told to run it.
+asked, ``SubmitFailed`` is raised, and the batch this submission created is marked
+``failed`` with the reason (no batch stays pending because nobody was told to run
+it) - unless a run picked it up meanwhile. A resubmission of an existing batch never
+fails it: another submission or run is responsible for it.
 
 Both need the database (``DATABASE_URL``) and ``submit_batch`` the Prefect API
 (``PREFECT_API_URL``), as a worker does.
@@ -25,7 +27,7 @@ from scrapersky.db import batches
 from scrapersky.db.batches import BatchStatusReport, NewBatch
 from scrapersky.db.schema import checked_schema
 
-from .batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest, BatchStatus
+from .batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest
 from .domains import plan_domains
 from .errors import SubmitFailed
 from .settings import Settings, current_settings
@@ -48,7 +50,8 @@ async def submit_batch(
     """Create the batch ``pending`` and have the deployment run it; returns the batch id.
 
     Raises EmptyBatch / BatchTooLarge before anything is created, SubmitFailed when
-    the deployment cannot be asked to run it (the batch is then ``failed``).
+    the deployment cannot be asked to run it (the batch is then ``failed`` if this call
+    created it and no run has claimed it; an existing batch is left as it is).
     """
     settings = settings or current_settings()
     database = settings.database()
@@ -59,14 +62,17 @@ async def submit_batch(
     await database.prepare()
     async with database.session() as session:
         batch = NewBatch.of(request.batch_id, tenant_id, plan, options or settings.batch_options())
-        await batches.register_batch(session, batch, schema=await checked_schema(session))
+        created = await batches.register_batch(session, batch, schema=await checked_schema(session))
 
     try:
         flow_run_id = await _trigger(deployment, request)
     except Exception as error:
         reason = f"could not start deployment {deployment}: {_reason(error)}"
-        await database.call(lambda session: batches.end_batch(
-            session, batch_id=request.batch_id, status=BatchStatus.FAILED, error=reason))
+        if created:  # only the submission that created the batch may fail it
+            await database.call(lambda session: batches.fail_submission(
+                session, batch_id=request.batch_id, tenant_id=tenant_id, error=reason))
+        else:
+            reason += f" (batch {request.batch_id} existed already and is left as it is)"
         raise SubmitFailed(reason) from None
 
     await database.call(lambda session: batches.note_flow_run(

@@ -70,14 +70,20 @@ def open_batch(database: Database, batch: NewBatch, *, flow_run_id: str | None, 
 
 
 @task(name="save-progress", **_database_task)
-def save_progress(database: Database, *, batch_id: UUID, tenant_id: UUID, outcomes: list[DomainOutcome]) -> None:
-    """Save the outcomes known so far and move the batch's counts and progress."""
+def save_progress(
+    database: Database, *, batch_id: UUID, tenant_id: UUID, flow_run_id: str | None, outcomes: list[DomainOutcome]
+) -> None:
+    """Save the outcomes known so far and move the batch's counts and progress (as the
+    run ``flow_run_id`` that owns the batch)."""
     database.run(lambda session: batches.save_progress(
-        session, batch_id=batch_id, tenant_id=tenant_id, outcomes=outcomes))
+        session, batch_id=batch_id, tenant_id=tenant_id, flow_run_id=flow_run_id, outcomes=outcomes))
 
 
 @task(name="persist-batch", **_database_task)
-def persist_batch(database: Database, *, batch_id: UUID, tenant_id: UUID, outcomes: list[DomainOutcome]) -> BatchStatus:
-    """Write every outcome, the counts, progress, status and timings in one transaction."""
+def persist_batch(
+    database: Database, *, batch_id: UUID, tenant_id: UUID, flow_run_id: str | None, outcomes: list[DomainOutcome]
+) -> BatchStatus:
+    """Write every outcome, the counts, progress, status and timings in one transaction
+    (as the run ``flow_run_id`` that owns the batch)."""
     return database.run(lambda session: batches.record_outcomes(
-        session, batch_id=batch_id, tenant_id=tenant_id, outcomes=outcomes))
+        session, batch_id=batch_id, tenant_id=tenant_id, flow_run_id=flow_run_id, outcomes=outcomes))

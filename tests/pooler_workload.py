@@ -54,7 +54,7 @@ async def worker(engine, schema, rounds: int, errors: Counter) -> int:
                 )
             async with transaction(engine) as session:
                 await batches.record_outcomes(
-                    session, batch_id=batch_id, tenant_id=TENANT,
+                    session, batch_id=batch_id, tenant_id=TENANT, flow_run_id=None,
                     outcomes=[DomainOutcome(domain=d, status=DomainStatus.COMPLETED, metadata={"title": d}) for d in domains],
                 )
             async with transaction(engine) as session:
