@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
+from helpers import json_strings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -303,21 +303,10 @@ def test_arbitrary_bytes_and_headers_never_raise_anything_else(body: bytes, cont
         # It serialises for the database (strict JSON, no NUL: PostgreSQL's jsonb refuses
         # both) and reads back as it was.
         stored = json.dumps(found.model_dump(mode="json"), allow_nan=False)
-        assert not any("\x00" in text for text in _strings(json.loads(stored)))
+        assert not any("\x00" in text for text in json_strings(json.loads(stored)))
         assert SiteMetadata.model_validate_json(stored) == found
 
 
-def _strings(value) -> Iterator[str]:
-    """Every string in a JSON value, keys included."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
 
 
 @settings(max_examples=300, deadline=None)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
+from helpers import json_strings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,17 +26,6 @@ URL = "https://example.com/"
 MB = 1_000_000
 
 
-def _strings(value) -> Iterator[str]:
-    """Every string in a JSON value, keys included."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield key
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
 
 
 def _stored_size(value) -> int:
@@ -62,7 +51,7 @@ def test_every_string_of_an_outcome_reaches_the_database_without_nul() -> None:
         domain="a.com", status=DomainStatus.FAILED, final_url="http://a.com/\x00x", error_type="http\x00error",
         error="boom\x00 \ud800", metadata={"title": "A\x00B", "k\x00": ["\x00", {"x": "\ud83d"}]},
     )
-    stored = [outcome.domain, outcome.final_url, *_strings(outcome.status_entry()), *_strings(outcome.metadata)]
+    stored = [outcome.domain, outcome.final_url, *json_strings(outcome.status_entry()), *json_strings(outcome.metadata)]
     assert not any("\x00" in text for text in stored)
     for text in stored:
         text.encode("utf-8")  # no lone surrogate either (PostgreSQL's UTF-8 refuses it)
@@ -77,7 +66,7 @@ def test_nul_in_a_page_is_not_binary_and_never_reaches_the_metadata() -> None:
     )
     found = extract_metadata(page, {}, URL)
     assert (found.title, found.description, found.organization.name) == ("AB", "def", "NM")
-    assert not any("\x00" in text for text in _strings(found.model_dump(mode="json")))
+    assert not any("\x00" in text for text in json_strings(found.model_dump(mode="json")))
 
 
 @pytest.mark.usefixtures("prefect_api")
