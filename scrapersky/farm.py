@@ -56,6 +56,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .farm_pages import homepage, site_page, site_page_size, site_title
+
 HUGE_PAGE_BYTES = 50 * 1024 * 1024
 BOMB_BYTES = 1024 * 1024 * 1024
 _HTML = "text/html; charset=utf-8"
@@ -63,141 +65,6 @@ _SITE = re.compile(r"site-(\d{1,9})")
 _QUIET = (ConnectionError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
 
 __all__ = ["Farm", "homepage", "site_page", "site_page_size", "site_title"]
-
-
-def homepage(host: str) -> bytes:
-    name = host.split(".")[0]
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>{name} | Farm</title>
-  <meta name="description" content="The homepage of {host}.">
-  <meta name="keywords" content="farm, {name}">
-  <meta property="og:title" content="{name}">
-  <meta property="og:site_name" content="{name} site">
-  <meta property="og:image" content="/img/og.png">
-  <link rel="canonical" href="http://{host}/">
-  <link rel="icon" href="/static/favicon.png">
-</head>
-<body><h1>{name}</h1><p>Welcome to {host}.</p></body>
-</html>""".encode()
-
-
-# --------------------------------------------------------------------------- site-<i>
-
-_WORDS = (
-    "the of and to in our we for with your on that is are by from as at this be it an or "
-    "service services customers quality team years experience business solutions local "
-    "company products support contact about learn more trusted professional design build "
-    "family owned since community projects clients results free quote today call us "
-    "industry leading innovative reliable affordable custom home commercial residential "
-    "sustainable people partners award winning delivery repair installation maintenance "
-    "consulting management software platform data cloud security training growth"
-).split()
-_NAV = "".join(
-    f'<li><a href="/{slug}/">{slug.capitalize()}</a></li>\n'
-    for slug in ("about", "services", "products", "pricing", "blog", "news", "careers", "faq", "support", "contact")
-)
-
-
-@cache
-def _paragraphs() -> tuple[str, ...]:
-    """A fixed pool of plain-text paragraphs (a deterministic word salad)."""
-    state, pool = 12345, []
-    for _ in range(97):
-        words = []
-        state = (state * 1103515245 + 12345) & 0x7FFFFFFF
-        for _ in range(70 + state % 90):
-            state = (state * 1103515245 + 12345) & 0x7FFFFFFF
-            words.append(_WORDS[state % len(_WORDS)])
-        text = " ".join(words)
-        pool.append(text[0].upper() + text[1:] + ".")
-    return tuple(pool)
-
-
-def site_page_size(i: int) -> int:
-    """The target size of site i's homepage in bytes: 30-100 KB, fixed by i."""
-    return 30_000 + (i * 7919 + 104_729) % 68_000
-
-
-def site_title(i: int) -> str:
-    return f"Site {i} | Farm"
-
-
-def site_page(i: int) -> bytes:
-    """Site i's homepage (``site-<i>.test``): a realistic head and a body of about
-    ``site_page_size(i)`` bytes, the same every time."""
-    host, phone = f"site-{i}.test", f"+1415555{100 + i % 100:04d}"
-    head = f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{site_title(i)}</title>
-<meta name="description" content="Site {i} offers reliable services for local businesses and families since {1990 + i % 30}.">
-<meta name="keywords" content="site {i}, farm, services, quality, local business">
-<meta name="generator" content="WordPress 6.4.{i % 4}">
-<meta property="og:title" content="Site {i}">
-<meta property="og:site_name" content="Farm">
-<meta property="og:type" content="website">
-<meta property="og:url" content="http://{host}/">
-<meta property="og:image" content="http://{host}/static/og-{i}.png">
-<meta property="og:description" content="Everything about Site {i}.">
-<meta name="twitter:card" content="summary_large_image">
-<meta name="twitter:site" content="@site{i}">
-<link rel="canonical" href="http://{host}/">
-<link rel="icon" type="image/png" sizes="32x32" href="/static/favicon-32.png">
-<link rel="apple-touch-icon" href="/static/apple-touch-icon.png">
-<link rel="stylesheet" href="/wp-content/themes/farm/style.css?ver={i % 9}">
-<link rel="stylesheet" href="/static/css/main.{i % 7}.css">
-<link rel="preload" href="/static/fonts/inter.woff2" as="font" crossorigin>
-<script src="/wp-includes/js/jquery/jquery.min.js?ver=3.7.1"></script>
-<script async src="/static/js/analytics.js"></script>
-<script>window.dataLayer = window.dataLayer || []; function track() {{ dataLayer.push(arguments); }} track('js', new Date()); track('config', 'site-{i}');</script>
-<script type="application/ld+json">{{"@context": "https://schema.org", "@type": "Organization", "name": "Site {i}", "url": "http://{host}/", "logo": "http://{host}/static/logo.png", "email": "hello@{host}", "telephone": "{phone}", "sameAs": ["https://twitter.com/site{i}", "https://www.linkedin.com/company/site-{i}"]}}</script>
-<style>body {{ font-family: Inter, sans-serif; margin: 0 }} .hero {{ padding: 4rem 2rem }} .logo {{ height: 48px }}</style>
-</head>
-<body class="home page-template-default">
-<header class="site-header">
-<a href="/" class="brand"><img src="/static/logo.png" alt="Site {i} logo" class="logo" width="160" height="48"></a>
-<nav class="main-nav"><ul>
-{_NAV}</ul></nav>
-</header>
-<main id="content">
-<section class="hero"><h1>Welcome to Site {i}</h1></section>
-"""
-    footer = f"""</main>
-<footer class="site-footer">
-<p>Contact us: <a href="mailto:contact@{host}">contact@{host}</a> or call <a href="tel:{phone}">{phone}</a>.</p>
-<p>Write to sales@{host} for a quote.</p>
-<p class="social">Follow us:
-<a href="https://twitter.com/site{i}">Twitter</a>
-<a href="https://www.facebook.com/site{i}">Facebook</a>
-<a href="https://www.linkedin.com/company/site-{i}">LinkedIn</a>
-<a href="https://www.instagram.com/site{i}/">Instagram</a></p>
-<p>&copy; 2024 Site {i}. All rights reserved. <a href="/privacy/">Privacy</a> <a href="/terms/">Terms</a></p>
-</footer>
-<script src="/static/js/app.{i % 13}.js" defer></script>
-<script>document.documentElement.classList.add('js');</script>
-</body>
-</html>
-"""
-    parts, pool = [head], _paragraphs()
-    size, target = len(head) + len(footer), site_page_size(i)
-    for k in range(1000):
-        if size >= target:
-            break
-        first, second = pool[(i * 31 + k * 17) % len(pool)], pool[(i * 7 + k * 29 + 3) % len(pool)]
-        section = (
-            f'<section class="block block-{k}"><h2>Section {k + 1}</h2>\n<p>{first}</p>\n'
-            f'<p>{second} <a href="/services/{k}/">Read more</a></p>\n'
-            f'<img src="/static/img/photo-{k}.jpg" alt="Photo {k}" loading="lazy"></section>\n'
-        )
-        parts.append(section)
-        size += len(section)
-    parts.append(footer)
-    return "".join(parts).encode()
 
 
 # --------------------------------------------------------------------------- the server
