@@ -11,7 +11,6 @@ import pytest
 from scrapersky.settings import Settings
 
 from scrapersky.db.batches import BatchStatusReport, get_batch_status
-from scrapersky.db.engine import unit_of_work
 from scrapersky.flows.batch_scrape import batch_scrape
 from scrapersky.batch import BatchOptions, BatchRequest
 from scrapersky.errors import BatchNotFound

@@ -707,7 +707,7 @@ def test_following_a_broken_url_is_a_bad_redirect(url: str) -> None:
 
 @pytest.mark.parametrize("target", ["http://[::1", "http://a.test:99999/", "http://a&#1;b.test/"])
 def test_a_meta_refresh_to_a_broken_url_is_a_bad_redirect(target: str) -> None:
-    from scrapersky.tasks.attempt import outcome_from_error, scrape_with_retries
+    from scrapersky.tasks.attempt import scrape_with_retries
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.host == "a.test" and request.url.port is None:

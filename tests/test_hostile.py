@@ -17,7 +17,6 @@ import pytest
 
 import scrapersky.web.guard
 from scrapersky.db.batches import get_batch_status
-from scrapersky.db.engine import unit_of_work
 from scrapersky.batch import BatchOptions, BatchRequest
 from scrapersky.errors import BlockedAddress, DNSFailed, DomainError
 from scrapersky.farm import Farm

@@ -20,7 +20,7 @@ from scrapersky.db.batches import NewBatch
 from scrapersky.db.engine import Database
 from scrapersky.db.schema import checked_schema
 from scrapersky.domains import plan_domains
-from scrapersky.errors import BatchAlreadyRunning, BatchNotFound, SubmitFailed
+from scrapersky.errors import BatchAlreadyRunning, SubmitFailed
 from scrapersky.settings import Settings
 
 SCRAPERSKY_TABLE = Path(__file__).with_name("scrapersky_batch_jobs.sql").read_text()

@@ -17,7 +17,6 @@ import pytest
 from scrapersky.settings import Settings
 
 from scrapersky.db.batches import get_batch_status
-from scrapersky.db.engine import unit_of_work
 from scrapersky.batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest
 from scrapersky.farm import Farm
 

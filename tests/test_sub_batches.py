@@ -13,7 +13,6 @@ import pytest
 from scrapersky.settings import Settings
 
 from scrapersky.db.batches import BatchStatusReport, get_batch_status
-from scrapersky.db.engine import unit_of_work
 from scrapersky.flows.batch_scrape import batch_scrape
 from scrapersky.flows.fan_out import SUB_BATCH_MAX, SUB_BATCH_MIN, sub_batch_size
 from scrapersky.batch import BatchOptions, BatchRequest
