@@ -18,7 +18,9 @@ from typing import Annotated, Optional
 from uuid import UUID
 
 # Prefect reads its logging level when imported: keep a CLI run's terminal readable
-# (failures are in the summary); PREFECT_LOGGING_LEVEL still wins when set.
+# (failures are in the summary); PREFECT_LOGGING_LEVEL still wins when set. (`up` gives
+# the processes it starts the level the user gave, not this one.)
+_GIVEN_LOGGING_LEVEL = os.environ.get("PREFECT_LOGGING_LEVEL")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -391,6 +393,56 @@ def recover(
         out.print(f"  resumed {batch_id}", highlight=False)
     for batch_id in summary["failed"]:
         out.print(f"  failed  {batch_id}", highlight=False)
+
+
+@app.command()
+def up(
+    api_port: Annotated[int, typer.Option("--api-port", help="The HTTP API's port.", min=1, max=65535)] = 8000,
+    ui_port: Annotated[int, typer.Option("--ui-port", help="The Prefect server's port (UI and Prefect API).", min=1, max=65535)] = 4200,
+    host: Annotated[str, typer.Option("--host", help="The address every part listens on (loopback by default).")] = "127.0.0.1",
+    prefect_home: Annotated[Optional[Path], typer.Option("--prefect-home", envvar="SCRAPERSKY_PREFECT_HOME", help="The Prefect server's home (default ~/.scrapersky/prefect).")] = None,
+) -> None:
+    """Start the local stack: a Prefect server, the work pool, the deployments, a worker
+    and the HTTP API; stop them all on Ctrl-C or SIGTERM."""
+    from .stack import StackConfig, default_prefect_home, run_stack, shared_database_url
+
+    settings = _settings()
+    try:
+        database_url = shared_database_url(settings.database_url)
+    except ScraperSkyError as exc:
+        raise _fail(str(exc), 2) from None
+    database = settings.database()
+    if database.url.drivername.startswith("sqlite"):  # the embedded default: nobody else creates it
+        from scrapersky.db.engine import Database
+
+        _database(Database(database_url).init_schema(), database)
+    environ = dict(os.environ)
+    if _GIVEN_LOGGING_LEVEL is None:
+        environ.pop("PREFECT_LOGGING_LEVEL", None)
+    config = StackConfig(host=host, api_port=api_port, ui_port=ui_port,
+                         prefect_home=(prefect_home or default_prefect_home()).expanduser().absolute(),
+                         database_url=database_url, environ=environ)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/yellow] listening on {host}: the Prefect server has no authentication",
+                  highlight=False)
+
+    def say(line: str) -> None:
+        err.print(line, highlight=False, soft_wrap=True)
+
+    def announce(config: StackConfig) -> None:
+        api = config.url(config.api_port)
+        out.print(f"Prefect UI   {config.url(config.ui_port)}", highlight=False)
+        out.print(f"API          {api}/api/v3/batch_page_scraper  (docs {api}/docs)", highlight=False)
+        out.print(f"dashboard    {api}/static/batch-domain-scanner.html", highlight=False)
+        out.print(f"database     {database.where}", highlight=False)
+        out.print(f"logs         {config.prefect_home / 'scrapersky-up'}", highlight=False)
+        out.print("ready; Ctrl-C stops everything", highlight=False)
+
+    try:
+        run_stack(config, say, announce=announce)
+    except ScraperSkyError as exc:
+        raise _fail(str(exc)) from None
+    say("stopped")
 
 
 @db_app.command("check")
