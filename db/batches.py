@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrapersky.batch import BatchOptions, BatchStatus, DomainOutcome, DomainStatus, batch_status_for, utcnow
 from scrapersky.domains import DomainPlan
-from scrapersky.errors import BatchAlreadyRunning, BatchNotFound, SubmitFailed
+from scrapersky.errors import BatchAlreadyRunning, BatchIdTaken, BatchNotFound
 
 from .models import BatchJob, DomainResult
 from .schema import LEGACY_FILLS, SchemaReport
@@ -38,6 +38,7 @@ __all__ = [
     "note_recovery",
     "get_batch_status",
     "batch_progress",
+    "batch_domains",
 ]
 
 PROCESSOR_TYPE = "domain_metadata"
@@ -215,7 +216,7 @@ async def register_batch(session: AsyncSession, batch: NewBatch, *, schema: Sche
     row = await _lock(session, batch.batch_id)
     if row is not None:
         if row.tenant_id != batch.tenant_id:
-            raise SubmitFailed(f"batch id {batch.batch_id} is taken: choose another one")
+            raise BatchIdTaken(f"batch id {batch.batch_id} is taken: choose another one")
         return False
     row = await _insert_pending(session, batch.batch_id, batch.tenant_id, schema)
     row.batch_metadata = {"input": batch.input_summary}
@@ -522,3 +523,15 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is not None and moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment
+
+
+async def batch_domains(session: AsyncSession, batch_id: UUID, tenant_id: UUID) -> list[str]:
+    """The domains of a tenant's batch, as recorded when it was registered (sorted);
+    BatchNotFound for an unknown id or another tenant's."""
+    owner = await session.scalar(select(BatchJob.tenant_id).where(BatchJob.batch_id == batch_id))
+    if owner != tenant_id:
+        raise BatchNotFound(f"batch {batch_id} not found")
+    found = await session.scalars(
+        select(DomainResult.domain).where(DomainResult.batch_id == batch_id).order_by(DomainResult.domain)
+    )
+    return list(found.all())

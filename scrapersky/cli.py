@@ -324,6 +324,27 @@ def doctor(
 
 
 @app.command()
+def api(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    pool: Annotated[str, typer.Option("--pool", help="The work pool whose workers /health looks for.")] = "scrapersky",
+    deployment: Annotated[str, typer.Option("--deployment", help="flow/deployment that runs the batches.")] = "batch-scrape/batch-scrape",
+) -> None:
+    """Serve the HTTP API (ScraperSky's /api/v3/batch_page_scraper routes; docs at /docs).
+
+    Callers send a bearer token: SCRAPERSKY_API_TOKENS (TOKEN=TENANT_UUID) or a JWT signed
+    with SCRAPERSKY_JWT_SECRET. Batches run on the deployment's workers (PREFECT_API_URL)."""
+    import uvicorn
+
+    from .api import create_app
+
+    settings = _settings()
+    err.print(f"API on http://{host}:{port} (docs: http://{host}:{port}/docs)", highlight=False)
+    uvicorn.run(create_app(settings, deployment=deployment, pool=pool), host=host, port=port,
+                log_level="info", server_header=False)
+
+
+@app.command()
 def status(
     batch_id: Annotated[UUID, typer.Argument(help="The batch id.")],
     tenant: TenantOption = None,
