@@ -271,12 +271,34 @@ class Stack:
         try:
             self._start_server(http)
             self._start_worker()
-            api = self._start("API", "api", [sys.executable, "-m", "scrapersky.cli", "api", "--host", config.host,
-                                             "--port", str(config.api_port)])
-            self._wait(api, lambda: http.get(f"{config.url(config.api_port)}/openapi.json").status_code == 200,
-                       PART_TIMEOUT)
+            self._start_api(http)
         finally:
             http.close()
+
+    def _start_api(self, http: httpx.Client) -> None:
+        """``scrapersky api``, healthy when its /health is (database, Prefect API and our
+        worker all answer); a timeout names the checks that failed."""
+        config = self.config
+        self.say(f"starting the API on {config.url(config.api_port)}")
+        api = self._start("API", "api", [sys.executable, "-m", "scrapersky.cli", "api", "--host", config.host,
+                                         "--port", str(config.api_port), "--pool", config.work_pool])
+        last: dict = {}
+
+        def healthy() -> bool:
+            response = http.get(f"{config.url(config.api_port)}/health", timeout=10.0)
+            last.update(response.json() if response.headers.get("content-type", "").startswith("application/json")
+                        else {"status": response.status_code})
+            return response.status_code == 200
+
+        try:
+            self._wait(api, healthy, PART_TIMEOUT)
+        except StackError as exc:
+            failing = {name: check.get("reason") for name, check in (last.get("checks") or {}).items()
+                       if isinstance(check, dict) and check.get("status") != "ok"}
+            if failing and "did not become healthy" in str(exc):
+                raise StackError(f"the API is not healthy after {PART_TIMEOUT:.0f} s: "
+                                 + "; ".join(f"{name}: {reason}" for name, reason in failing.items())) from None
+            raise
 
     def _start_server(self, http: httpx.Client) -> None:
         config = self.config

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError
 
 from scrapersky.errors import (
@@ -67,6 +69,8 @@ HTTP_STATUS: dict[type[ScraperSkyError], int] = {
 }
 
 logger = logging.getLogger("scrapersky.api")
+#: Pages served under /static: batch-domain-scanner.html, the old dashboard's page.
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 def _status_of(error: ScraperSkyError) -> int:
@@ -168,6 +172,8 @@ def create_app(
     app.add_api_route("/health", health, methods=["GET"], tags=["health"], summary="Health of each part")
     app.add_api_route(f"{ROUTER_PREFIX}/health", health, methods=["GET"], tags=["health"],
                       summary="Health of each part (the old router's path)")
+    # The old dashboard's page, from this origin (no token needed to load it; it sends one).
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
 
