@@ -432,11 +432,11 @@ def up(
         database_url = shared_database_url(settings.database_url)
     except ScraperSkyError as exc:
         raise _fail(str(exc), 2) from None
-    database = settings.database()
-    if database.url.drivername.startswith("sqlite"):  # the embedded default: nobody else creates it
-        from scrapersky.db.engine import Database
+    from scrapersky.db.engine import Database
 
-        _database(Database(database_url).init_schema(), database)
+    database = Database(database_url)
+    if database.url.drivername.startswith("sqlite"):  # the embedded default: nobody else creates it
+        _database(database.init_schema(), database)
     environ = dict(os.environ)
     if _GIVEN_LOGGING_LEVEL is None:
         environ.pop("PREFECT_LOGGING_LEVEL", None)
@@ -452,12 +452,15 @@ def up(
 
     def announce(config: StackConfig) -> None:
         api = config.url(config.api_port)
-        out.print(f"Prefect UI   {config.url(config.ui_port)}", highlight=False)
-        out.print(f"API          {api}/api/v3/batch_page_scraper  (docs {api}/docs)", highlight=False)
-        out.print(f"dashboard    {api}/static/batch-domain-scanner.html", highlight=False)
-        out.print(f"database     {database.where}", highlight=False)
-        out.print(f"logs         {config.prefect_home / 'scrapersky-up'}", highlight=False)
-        out.print("ready; Ctrl-C stops everything", highlight=False)
+        for line in (
+            f"Prefect UI   {config.url(config.ui_port)}",
+            f"API          {api}/api/v3/batch_page_scraper  (docs {api}/docs)",
+            f"dashboard    {api}/static/batch-domain-scanner.html",
+            f"database     {database.where}",
+            f"logs         {config.prefect_home / 'scrapersky-up'}",
+            "ready; Ctrl-C stops everything",
+        ):
+            out.print(line, highlight=False, soft_wrap=True)
 
     try:
         run_stack(config, say, announce=announce)

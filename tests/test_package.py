@@ -23,6 +23,9 @@ def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
     # The design card's folders are its subpackages; the benchmark and tests are not shipped.
     for module in ("scrapersky/flows/batch_scrape.py", "scrapersky/tasks/scrape.py", "scrapersky/db/batches.py"):
         assert module in names
+    # `scrapersky up` needs no checkout: its deployments and the dashboard page ship.
+    for shipped in ("scrapersky/stack.py", "scrapersky/deployments.py", "scrapersky/api/static/batch-domain-scanner.html"):
+        assert shipped in names
     assert not [name for name in names if "bench" in name or name.startswith("tests/")]
 
 
