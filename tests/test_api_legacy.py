@@ -159,7 +159,7 @@ def test_accepted_tokens(header: str, tenant: uuid.UUID, created_by: uuid.UUID |
     ("Bearer", "not 'Bearer <token>'"),
     ("Bearer tok-2", "not accepted"),
     ("Bearer TOK-1", "not accepted"),
-    (f"Bearer {token({'sub': str(USER)}, secret="another-secret-of-at-least-32-bytes")}", "not valid"),
+    (f"Bearer {token({'sub': str(USER)}, secret='another-secret-of-at-least-32-bytes')}", "not valid"),
     (f"Bearer {token({'sub': str(USER), 'exp': time.time() - 5})}", "expired"),
     (f"Bearer {jwt.encode({'sub': str(USER)}, SECRET)}", "'exp'"),
     (f"Bearer {token({'sub': str(USER)}, secret=None, algorithm='none')}", "not valid"),
