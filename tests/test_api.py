@@ -267,7 +267,7 @@ def test_no_token_or_a_bad_one_is_401(api: Api) -> None:
     header_sets = {
         "no header": {},
         "not bearer": {"Authorization": f"Basic {TOKEN_A}"},
-        "empty bearer": {"Authorization": "Bearer "},
+        "empty bearer": {"Authorization": "Bearer"},
         "unknown token": {"Authorization": "Bearer not-a-known-token"},
         "a token one character short": {"Authorization": f"Bearer {TOKEN_A[:-1]}"},
         "wrong secret": {"Authorization": f"Bearer {a_jwt(sub=uuid.uuid4(), secret='not-the-secret-but-as-long-as-one-should-be')}"},
