@@ -242,7 +242,7 @@ def job_status_response(report: BatchStatusReport, *, domain: str | None) -> Job
         job_id=report.batch_id,
         status=legacy_status(status),
         progress=report.progress,
-        created_by=getattr(report, "created_by", None),
+        created_by=report.created_by,
         result_data=result_data,
         error=error,
         job_metadata={**report.metadata, "batch_status": status,
