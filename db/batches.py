@@ -14,7 +14,15 @@ from sqlalchemy import case, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from scrapersky.batch import BatchOptions, BatchStatus, DomainOutcome, DomainStatus, batch_status_for, utcnow
+from scrapersky.batch import (
+    ACTIVE_STATUS_WORDS,
+    BatchOptions,
+    BatchStatus,
+    DomainOutcome,
+    DomainStatus,
+    batch_status_for,
+    utcnow,
+)
 from scrapersky.domains import DomainPlan
 from scrapersky.errors import BatchAlreadyRunning, BatchNotFound, SubmitFailed
 
@@ -40,7 +48,12 @@ __all__ = [
     "batch_progress",
 ]
 
-PROCESSOR_TYPE = "domain_metadata"
+#: ScraperSky's word for a batch of domains (its readers filter on it).
+PROCESSOR_TYPE = "domain_batch"
+#: Where each domain's compact entry is kept in batch_metadata: ScraperSky's key, read
+#: by its status endpoint; earlier versions of ours wrote "domain_statuses".
+ENTRIES_KEY = "domain_results"
+_OUR_OLDER_ENTRIES_KEY = "domain_statuses"
 
 
 class BatchStatusReport(BaseModel):
@@ -51,7 +64,9 @@ class BatchStatusReport(BaseModel):
     total_domains: int
     completed_domains: int
     failed_domains: int
-    progress: float  # percent, 0-100
+    progress: float  # a fraction, 0-1 (as ScraperSky stores it)
+    processor_type: str | None = None
+    created_by: UUID | None = None
     created_at: datetime | None
     updated_at: datetime | None
     start_time: datetime | None
@@ -112,6 +127,21 @@ async def _owned_batch(session: AsyncSession, batch_id: UUID, tenant_id: UUID, f
     return row
 
 
+def _status(row: BatchJob) -> BatchStatus | None:
+    return BatchStatus.read(row.status)
+
+
+def _entries(metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The domains' entries kept in batch_metadata (ScraperSky's key, or ours of old)."""
+    found = metadata.get(ENTRIES_KEY) or metadata.get(_OUR_OLDER_ENTRIES_KEY) or {}
+    return {str(domain): entry for domain, entry in found.items() if isinstance(entry, dict)} if isinstance(found, dict) else {}
+
+
+def _progress(done: int, total: int) -> float:
+    """Progress as ScraperSky stores it: the fraction of domains done, 0-1."""
+    return round(done / total, 4) if total else 1.0
+
+
 def _finish(row: BatchJob, status: BatchStatus) -> None:
     now = utcnow()
     row.status = status
@@ -131,11 +161,23 @@ class NewBatch:
     domains: list[str]
     input_summary: dict[str, int]
     options: dict[str, Any]
+    created_by: UUID | None = None
 
     @classmethod
-    def of(cls, batch_id: UUID, tenant_id: UUID, plan: DomainPlan, options: BatchOptions) -> NewBatch:
+    def of(
+        cls,
+        batch_id: UUID,
+        tenant_id: UUID,
+        plan: DomainPlan,
+        options: BatchOptions,
+        *,
+        created_by: UUID | None = None,
+        extra_options: dict[str, Any] | None = None,
+    ) -> NewBatch:
+        """``extra_options``: recorded with the options though no fetch reads them (the old
+        API's ``max_pages``)."""
         return cls(batch_id, tenant_id, plan.domains + list(plan.invalid), plan.summary(),
-                   options.model_dump(mode="json"))
+                   {**(extra_options or {}), **options.model_dump(mode="json")}, created_by)
 
 
 async def open_batch(
@@ -146,7 +188,7 @@ async def open_batch(
     schema: SchemaReport,
     stale_after: float = 900.0,
 ) -> set[str]:
-    """Create the batch row, or adopt an existing one of the same tenant, as ``running``.
+    """Create the batch row, or adopt an existing one of the same tenant, as ``processing``.
 
     ``schema`` is the live table's check: legacy columns it names are filled on insert.
     A batch that another run is still moving (updated within ``stale_after`` seconds)
@@ -159,7 +201,7 @@ async def open_batch(
     now = utcnow()
     row = await _lock(session, batch_id)
     if row is None:
-        row = await _insert_pending(session, batch_id, tenant_id, schema)
+        row = await _insert_pending(session, batch_id, tenant_id, schema, batch.created_by)
     elif row.tenant_id != tenant_id:
         raise BatchNotFound(f"batch {batch_id} not found")
     elif _alive_elsewhere(row, flow_run_id, stale_after):
@@ -169,14 +211,14 @@ async def open_batch(
         )
     metadata = dict(row.batch_metadata or {})
     # Statuses of earlier runs: the final ones, and those saved by a run that died.
-    statuses: dict[str, dict[str, Any]] = dict(metadata.get("domain_statuses") or {})
+    statuses = _entries(metadata)
     statuses.update(await _saved_outcomes(session, batch_id))
     keys = set(statuses) | set(domains)
     metadata.update(flow_run_id=flow_run_id, input=batch.input_summary)
     row.batch_metadata = metadata
-    row.options = batch.options
+    row.options = {**(row.options or {}), **batch.options}  # what a submission recorded stays
     row.total_domains = len(keys)
-    row.status = BatchStatus.RUNNING
+    row.status = BatchStatus.PROCESSING
     row.start_time = now
     row.end_time = None
     row.processing_time = None
@@ -186,13 +228,17 @@ async def open_batch(
     return {d for d, entry in statuses.items() if entry.get("status") == DomainStatus.COMPLETED}
 
 
-async def _insert_pending(session: AsyncSession, batch_id: UUID, tenant_id: UUID, schema: SchemaReport) -> BatchJob:
+async def _insert_pending(
+    session: AsyncSession, batch_id: UUID, tenant_id: UUID, schema: SchemaReport, created_by: UUID | None = None
+) -> BatchJob:
     now = utcnow()
     values = dict(
         batch_id=batch_id,
         tenant_id=tenant_id,
         processor_type=PROCESSOR_TYPE,
         status=BatchStatus.PENDING,
+        created_by=created_by,
+        progress=0.0,
         batch_metadata={},
         options={},
         created_at=now,
@@ -217,7 +263,7 @@ async def register_batch(session: AsyncSession, batch: NewBatch, *, schema: Sche
         if row.tenant_id != batch.tenant_id:
             raise SubmitFailed(f"batch id {batch.batch_id} is taken: choose another one")
         return False
-    row = await _insert_pending(session, batch.batch_id, batch.tenant_id, schema)
+    row = await _insert_pending(session, batch.batch_id, batch.tenant_id, schema, batch.created_by)
     row.batch_metadata = {"input": batch.input_summary}
     row.options = batch.options
     row.total_domains = len(batch.domains)
@@ -238,7 +284,7 @@ async def note_flow_run(session: AsyncSession, *, batch_id: UUID, flow_run_id: s
 
 
 def _alive_elsewhere(row: BatchJob, flow_run_id: str | None, stale_after: float) -> bool:
-    if row.status not in (BatchStatus.PENDING, BatchStatus.RUNNING) or row.updated_at is None:
+    if _status(row) not in (BatchStatus.PENDING, BatchStatus.PROCESSING) or row.updated_at is None:
         return False
     owner = (row.batch_metadata or {}).get("flow_run_id")
     if owner is None or owner == flow_run_id:
@@ -268,7 +314,7 @@ def _count(row: BatchJob, statuses: dict[str, dict[str, Any]]) -> tuple[int, int
     row.total_domains = max(row.total_domains or 0, len(statuses))
     row.completed_domains = completed
     row.failed_domains = failed
-    row.progress = round(100.0 * (completed + failed) / row.total_domains, 2) if row.total_domains else 100.0
+    row.progress = _progress(completed + failed, row.total_domains)
     return completed, failed
 
 
@@ -277,7 +323,7 @@ async def heartbeat(session: AsyncSession, *, batch_id: UUID, tenant_id: UUID, f
     so no recovery declares it stale. False (nothing written) when the batch is not
     running any more or another run owns it now."""
     row = await _lock(session, batch_id)
-    if row is None or row.tenant_id != tenant_id or row.status != BatchStatus.RUNNING:
+    if row is None or row.tenant_id != tenant_id or _status(row) != BatchStatus.PROCESSING:
         return False
     if (row.batch_metadata or {}).get("flow_run_id") != flow_run_id:
         return False
@@ -294,7 +340,7 @@ async def save_progress(
     outcomes: Iterable[DomainOutcome],
 ) -> None:
     """Save outcomes as they come (one row each in domain_results) and move the batch's
-    counts and progress; the row's status stays ``running``. Called every few seconds,
+    counts and progress; the row's status stays ``processing``. Called every few seconds,
     by the run that owns the batch only (BatchAlreadyRunning otherwise)."""
     row = await _owned_batch(session, batch_id, tenant_id, flow_run_id)
     await _upsert_results(session, batch_id, list(outcomes))
@@ -309,7 +355,7 @@ async def save_progress(
     )).one()
     row.total_domains = max(row.total_domains or 0, total)
     row.completed_domains, row.failed_domains = completed, failed
-    row.progress = round(100.0 * (completed + failed) / row.total_domains, 2) if row.total_domains else 100.0
+    row.progress = _progress(completed + failed, row.total_domains)
     row.updated_at = utcnow()
 
 
@@ -324,17 +370,18 @@ async def record_outcomes(
     """Store the last outcomes and the batch's final statuses, counts, progress and status.
 
     ``outcomes`` are those not saved yet; the ones save_progress saved are read back, so
-    batch_metadata["domain_statuses"] is written once, at the end. Only the run that
+    batch_metadata["domain_results"] is written once, at the end. Only the run that
     owns the batch may (BatchAlreadyRunning otherwise, nothing written)."""
     row = await _owned_batch(session, batch_id, tenant_id, flow_run_id)
     outcomes = list(outcomes)
     await _upsert_results(session, batch_id, outcomes)
     metadata = dict(row.batch_metadata or {})
-    statuses: dict[str, dict[str, Any]] = dict(metadata.get("domain_statuses") or {})
+    statuses = _entries(metadata)
     statuses.update(await _saved_outcomes(session, batch_id))
     completed, failed = _count(row, statuses)
     status = batch_status_for(completed=completed, failed=failed)
-    metadata["domain_statuses"] = statuses
+    metadata.pop(_OUR_OLDER_ENTRIES_KEY, None)
+    metadata[ENTRIES_KEY] = statuses
     row.batch_metadata = metadata
     _finish(row, status)
     return status
@@ -387,11 +434,11 @@ async def end_batch(
     pending batch no run has claimed yet may end). Returns whether the row changed.
     """
     row = await _lock(session, batch_id)
-    if row is None or row.tenant_id != tenant_id or row.status not in (BatchStatus.PENDING, BatchStatus.RUNNING):
+    if row is None or row.tenant_id != tenant_id or _status(row) not in (BatchStatus.PENDING, BatchStatus.PROCESSING):
         return False
     owner = (row.batch_metadata or {}).get("flow_run_id")
     if flow_run_id is not None and owner != flow_run_id:
-        if owner is not None or row.status != BatchStatus.PENDING:
+        if owner is not None or _status(row) != BatchStatus.PENDING:
             return False
     row.error = error
     _finish(row, status)
@@ -403,7 +450,7 @@ async def fail_submission(session: AsyncSession, *, batch_id: UUID, tenant_id: U
     ``pending`` and no run has claimed it (a run that adopted it meanwhile keeps it).
     Called only by the submission that created the row. Returns whether it changed."""
     row = await _lock(session, batch_id)
-    if row is None or row.tenant_id != tenant_id or row.status != BatchStatus.PENDING:
+    if row is None or row.tenant_id != tenant_id or _status(row) != BatchStatus.PENDING:
         return False
     if (row.batch_metadata or {}).get("flow_run_id") is not None:
         return False
@@ -428,7 +475,7 @@ async def stale_batches(session: AsyncSession, *, stale_after: float) -> list[St
     rows = (
         await session.scalars(
             select(BatchJob).where(
-                BatchJob.status.in_([BatchStatus.PENDING, BatchStatus.RUNNING]), BatchJob.updated_at < cutoff
+                BatchJob.status.in_(ACTIVE_STATUS_WORDS), BatchJob.updated_at < cutoff
             )
         )
     ).all()
@@ -472,7 +519,9 @@ async def get_batch_status(
     if row is None:
         raise BatchNotFound(f"batch {batch_id} not found")
     metadata = dict(row.batch_metadata or {})
-    statuses = dict(metadata.pop("domain_statuses", None) or {})
+    statuses = _entries(metadata)
+    metadata.pop(ENTRIES_KEY, None)
+    metadata.pop(_OUR_OLDER_ENTRIES_KEY, None)
     found = await session.execute(
         select(DomainResult.domain, DomainResult.outcome, DomainResult.site_metadata).where(
             DomainResult.batch_id == batch_id
@@ -487,13 +536,17 @@ async def get_batch_status(
         domain: {**entry, "metadata": site_metadata.get(domain)}
         for domain, entry in statuses.items()
     }
+    total, completed, failed = row.total_domains or 0, row.completed_domains or 0, row.failed_domains or 0
     return BatchStatusReport(
         batch_id=row.batch_id,
-        status=row.status,
-        total_domains=row.total_domains or 0,
-        completed_domains=row.completed_domains or 0,
-        failed_domains=row.failed_domains or 0,
-        progress=row.progress or 0.0,
+        status=_status(row) or row.status,  # a word no one defined is shown as it is
+        total_domains=total,
+        completed_domains=completed,
+        failed_domains=failed,
+        # Counted, not read: rows of older writers kept a percentage here.
+        progress=_progress(completed + failed, total) if total else 0.0,
+        processor_type=row.processor_type,
+        created_by=row.created_by,
         created_at=_aware(row.created_at),
         updated_at=_aware(row.updated_at),
         start_time=_aware(row.start_time),

@@ -1,8 +1,9 @@
 """The tables: ``batch_jobs`` (one row a batch) and ``domain_results`` (one row a scraped domain).
 
 ``batch_jobs`` matches the existing ScraperSky table so it can be adopted as is.
-Per-domain statuses live in ``batch_metadata["domain_statuses"]`` (compact: status,
-error, timings); there is no ``domain_statuses`` column. The extracted metadata,
+Per-domain entries live in ``batch_metadata["domain_results"]`` (ScraperSky's key;
+compact: status, error, timings), written when the batch ends; there is no
+``domain_statuses`` column. The extracted metadata,
 the bulky part, lives in ``domain_results`` keyed by (batch_id, domain).
 """
 
@@ -40,12 +41,12 @@ class BatchJob(Base):
     batch_id: Mapped[uuid.UUID] = mapped_column(unique=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
     processor_type: Mapped[str]
-    status: Mapped[str]
+    status: Mapped[str]  # scrapersky.batch.BatchStatus: pending, processing, completed...
     created_by: Mapped[uuid.UUID | None]
     total_domains: Mapped[int] = mapped_column(default=0)
     completed_domains: Mapped[int] = mapped_column(default=0)
     failed_domains: Mapped[int] = mapped_column(default=0)
-    progress: Mapped[float] = mapped_column(default=0.0)  # percent, 0-100
+    progress: Mapped[float] = mapped_column(default=0.0)  # a fraction, 0-1 (ScraperSky's meaning)
     batch_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     start_time: Mapped[datetime | None]

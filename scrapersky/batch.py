@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "BatchStatus",
+    "ACTIVE_STATUS_WORDS",
     "DomainStatus",
     "BatchOptions",
     "DomainOutcome",
@@ -38,10 +39,11 @@ def utcnow() -> datetime:
 
 
 class BatchStatus(StrEnum):
-    """One vocabulary everywhere: pending -> running -> completed | partial | failed | cancelled."""
+    """One vocabulary everywhere, ScraperSky's own words as its ``batch_jobs`` holds them:
+    pending -> processing -> completed | partial | failed | cancelled."""
 
     PENDING = "pending"
-    RUNNING = "running"
+    PROCESSING = "processing"
     COMPLETED = "completed"
     PARTIAL = "partial"
     FAILED = "failed"
@@ -49,7 +51,31 @@ class BatchStatus(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self not in (BatchStatus.PENDING, BatchStatus.RUNNING)
+        return self not in (BatchStatus.PENDING, BatchStatus.PROCESSING)
+
+    @classmethod
+    def read(cls, word: str | None) -> BatchStatus | None:
+        """A stored status word as this vocabulary: ours, ScraperSky's older words
+        (``complete``, ``error``) and ours of earlier versions (``running``); None for a
+        word no one defined."""
+        if word is None:
+            return None
+        try:
+            return cls(word)
+        except ValueError:
+            return _OLDER_WORDS.get(word)
+
+
+#: Status words other writers of batch_jobs used: ScraperSky's model wrote ``complete``
+#: and its service ``error``; earlier versions of ours wrote ``running``.
+_OLDER_WORDS = {
+    "complete": BatchStatus.COMPLETED,
+    "error": BatchStatus.FAILED,
+    "running": BatchStatus.PROCESSING,
+}
+
+#: Every stored word of a batch still to be worked on (for queries on the column).
+ACTIVE_STATUS_WORDS = ("pending", "processing", "running")
 
 
 class DomainStatus(StrEnum):
@@ -207,8 +233,17 @@ class DomainOutcome(BaseModel):
         return None if value is None else fit_metadata(stored_value(value))
 
     def status_entry(self) -> dict[str, Any]:
-        """The compact entry kept under batch_metadata["domain_statuses"] (no metadata)."""
-        return self.model_dump(mode="json", exclude={"domain", "metadata"})
+        """The compact entry kept for this domain (no metadata): ours, and beside it the
+        keys ScraperSky's readers know (``start_time``, ``end_time``, ``processing_time``
+        in seconds; ``status`` and ``error`` are shared)."""
+        entry = self.model_dump(mode="json", exclude={"domain", "metadata"})
+        entry["start_time"] = entry["started_at"]
+        entry["end_time"] = entry["finished_at"]
+        entry["processing_time"] = (
+            round((self.finished_at - self.started_at).total_seconds(), 3)
+            if self.started_at is not None and self.finished_at is not None else None
+        )
+        return entry
 
 
 class BatchRequest(BaseModel):

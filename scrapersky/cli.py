@@ -105,7 +105,7 @@ def _print_status(report, as_json: bool) -> None:
     out.print(
         f"batch [bold]{report.batch_id}[/bold]: [bold]{report.status}[/bold]  "
         f"{report.completed_domains} completed, {report.failed_domains} failed of "
-        f"{report.total_domains} ({report.progress:.0f}%)"
+        f"{report.total_domains} ({report.progress * 100:.0f}%)"
         + (f" in {report.processing_time:.1f}s" if report.processing_time else ""),
         highlight=False,
     )

@@ -18,6 +18,7 @@ Both need the database (``DATABASE_URL``) and ``submit_batch`` the Prefect API
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID, uuid4
 
 from prefect.client.orchestration import get_client
@@ -46,8 +47,14 @@ async def submit_batch(
     batch_id: UUID | None = None,
     deployment: str = DEFAULT_DEPLOYMENT,
     settings: Settings | None = None,
+    created_by: UUID | None = None,
+    extra_options: dict[str, Any] | None = None,
 ) -> UUID:
     """Create the batch ``pending`` and have the deployment run it; returns the batch id.
+
+    ``created_by`` (the user who asked, when known) is recorded on the row, and
+    ``extra_options`` with its options (fields no fetch reads, e.g. the old API's
+    ``max_pages``).
 
     Raises EmptyBatch / BatchTooLarge before anything is created, SubmitFailed when
     the deployment cannot be asked to run it (the batch is then ``failed`` if this call
@@ -61,7 +68,8 @@ async def submit_batch(
 
     await database.prepare()
     async with database.session() as session:
-        batch = NewBatch.of(request.batch_id, tenant_id, plan, options or settings.batch_options())
+        batch = NewBatch.of(request.batch_id, tenant_id, plan, options or settings.batch_options(),
+                            created_by=created_by, extra_options=extra_options)
         created = await batches.register_batch(session, batch, schema=await checked_schema(session))
 
     try:

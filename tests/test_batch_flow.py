@@ -55,7 +55,7 @@ def test_two_hundred_domains_end_partial_with_every_failure_recorded(database: s
     assert (report.status, report.total_domains, report.completed_domains, report.failed_domains) == (
         "partial", 200, 150, 50,
     )
-    assert report.progress == 100.0
+    assert report.progress == 1.0
     assert report.start_time <= report.end_time and report.processing_time > 0
     assert report.metadata["flow_run_id"] == str(batch_id)
     assert report.metadata["input"] == {"submitted": 200, "duplicates": 0, "invalid": 0, "domains": 200}
@@ -146,7 +146,7 @@ def test_a_batch_where_everything_fails_is_still_persisted_and_the_run_fails(dat
     assert state.is_failed()
     report = status_of(batch_id)
     assert (report.status, report.completed_domains, report.failed_domains, report.progress) == (
-        "failed", 0, 6, 100.0,
+        "failed", 0, 6, 1.0,
     )
     assert report.end_time is not None
     assert {e["attempts"] for d, e in report.domain_statuses.items() if d.startswith("err500")} == {2}

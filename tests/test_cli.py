@@ -194,7 +194,7 @@ def test_recover_resumes_a_stale_batch_and_fails_a_hopeless_one(cli_env: dict[st
     assert (resumed["status"], resumed["total_domains"], resumed["completed_domains"], resumed["failed_domains"]) == (
         "partial", 3, 2, 1,
     )
-    assert resumed["progress"] == 100.0 and resumed["end_time"] is not None
+    assert resumed["progress"] == 1.0 and resumed["end_time"] is not None
     statuses = resumed["domain_statuses"]
     assert {d: e["status"] for d, e in statuses.items()} == {
         "ok-5.test": "completed", "ok-6.test": "completed", "notfound-6.test": "failed",

@@ -121,7 +121,7 @@ def _insert_stale_batch(database_url: str, domains: list[str]) -> uuid.UUID:
         async with unit_of_work(database_url) as session:
             await session.execute(insert(BatchJob).values(
                 batch_id=batch_id, tenant_id=DEFAULT_TENANT_ID, processor_type="domain_metadata",
-                status=BatchStatus.RUNNING, total_domains=len(domains), created_at=then, updated_at=then,
+                status=BatchStatus.PROCESSING, total_domains=len(domains), created_at=then, updated_at=then,
                 start_time=then, batch_metadata={"flow_run_id": str(uuid.uuid4())}, options={"retries": 0},
             ))
             await session.execute(insert(DomainResult), [

@@ -122,7 +122,7 @@ def test_a_resubmission_whose_trigger_fails_never_fails_the_batch(
     with pytest.raises(SubmitFailed):
         asyncio.run(submit_batch(["ok-1.test"], TENANT_A, batch_id=running, settings=sqlite_settings))
     report = status(sqlite_settings, running)
-    assert (report.status, report.error) == ("running", None)
+    assert (report.status, report.error) == ("processing", None)
 
     # A pending batch submitted earlier (its run not started yet), submitted again: still pending.
     pending = uuid.uuid4()
@@ -141,7 +141,7 @@ def test_a_resubmission_whose_trigger_fails_never_fails_the_batch(
     monkeypatch.setattr(scrapersky.client, "_trigger", adopt_then_fail)
     with pytest.raises(SubmitFailed):
         asyncio.run(submit_batch(["ok-1.test"], TENANT_A, batch_id=adopted, settings=sqlite_settings))
-    assert status(sqlite_settings, adopted).status == "running"
+    assert status(sqlite_settings, adopted).status == "processing"
 
     # The submission that created the row, nobody running it: failed, with the reason.
     monkeypatch.setattr(scrapersky.client, "_trigger", unreachable)
@@ -195,7 +195,7 @@ def test_scrape_of_a_batch_another_live_run_owns_exits_2_with_batch_running(
     assert len(lines) == 1 and "batch_running" in lines[0] and str(batch_id) in lines[0], result.stderr
     assert "running" not in result.stdout and "of 100" not in result.stdout
     report = status(sqlite_settings, batch_id)
-    assert (report.status, report.error) == ("running", None)
+    assert (report.status, report.error) == ("processing", None)
 
 
 # 15. A password given as a query parameter is masked too.
@@ -289,7 +289,7 @@ def test_a_run_whose_batch_was_taken_over_cannot_write(database: str) -> None:
     asyncio.run(open_(db, batch, flow_run_id="new-run"))
     assert writes_of("old-run")["end_batch"] is False
     report = db.run(lambda s: batches.get_batch_status(s, batch_id, TENANT_A))
-    assert (report.status, report.error, report.completed_domains) == ("running", None, 0)
+    assert (report.status, report.error, report.completed_domains) == ("processing", None, 0)
     assert all(entry.get("status") != "completed" for entry in report.domain_statuses.values())
     assert report.metadata["flow_run_id"] == "new-run"
     # The owner writes as before.

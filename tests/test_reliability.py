@@ -48,11 +48,11 @@ def test_sigterm_marks_the_batch_failed_within_ten_seconds(
         while sum(farm.hits.values()) == 0:  # the batch is running: its first fetches arrived
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.2)
-        assert status_of(batch_id).status == "running"
+        assert status_of(batch_id).status == "processing"
 
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        while status_of(batch_id).status == "running" and time.monotonic() - signalled < 10:
+        while status_of(batch_id).status == "processing" and time.monotonic() - signalled < 10:
             time.sleep(0.2)
         report = status_of(batch_id)
         assert report.status == "failed", report
@@ -133,7 +133,7 @@ def kill_halfway(prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.Mon
         process.wait()
     recorded = saved()
     assert 0 < len(recorded) < len(domains)
-    assert status_of(batch_id).status == "running"  # SIGKILL: no hook could run
+    assert status_of(batch_id).status == "processing"  # SIGKILL: no hook could run
     assert status_of(batch_id).completed_domains > 0  # counts moved while it ran
     return batch_id, recorded
 
@@ -212,7 +212,7 @@ def test_recovery_resumes_a_vanished_run_fails_a_hopeless_one_and_leaves_a_live_
     # One batch, one run: the live batch cannot be started again.
     refused = batch_scrape(BatchRequest(domains=["ok-1.test"], batch_id=live), return_state=True)
     assert refused.is_failed() and "one batch, one run" in refused.message
-    assert (status_of(live).status, status_of(live).error) == ("running", None)
+    assert (status_of(live).status, status_of(live).error) == ("processing", None)
 
     time.sleep(3)  # the killed batch is now older than stale_after=2 ...
 
@@ -234,7 +234,7 @@ def test_recovery_resumes_a_vanished_run_fails_a_hopeless_one_and_leaves_a_live_
     assert report.metadata["recovery"]["attempts"] == 1
     assert all(farm.hits[d] == 1 for d in recorded)  # nothing recorded was fetched again
     assert status_of(hopeless).status == "failed" and "gave up after 3 attempts" in status_of(hopeless).error
-    assert status_of(live).status == "running" and "recovery" not in status_of(live).metadata
+    assert status_of(live).status == "processing" and "recovery" not in status_of(live).metadata
 
     async def killed_state() -> str:
         async with get_client() as client:
@@ -297,7 +297,7 @@ def start_served_batch(deployment_id: uuid.UUID, farm: Farm) -> tuple[uuid.UUID,
 
 def wait_for_end(batch_id: uuid.UUID, seconds: float):
     deadline = time.monotonic() + seconds
-    while status_of(batch_id).status == "running" and time.monotonic() < deadline:
+    while status_of(batch_id).status == "processing" and time.monotonic() < deadline:
         time.sleep(0.3)
     return status_of(batch_id)
 

@@ -162,7 +162,7 @@ def test_no_code_path_writes_a_domain_statuses_column(
 ) -> None:
     """A batch run, its recovery and its status read, on ScraperSky's production table
     (no domain_statuses column): no statement names such a column, and the statuses
-    are still there, under batch_metadata["domain_statuses"]."""
+    are still there, under batch_metadata["domain_results"] (ScraperSky's key)."""
     from scrapersky.batch import BatchOptions, BatchRequest
     from scrapersky.db.batches import get_batch_status
     from scrapersky.db.engine import create_engine, init_schema
@@ -205,7 +205,7 @@ def test_no_code_path_writes_a_domain_statuses_column(
     # The capture saw the batch's own writes, so the assertion below is about real traffic.
     assert any(s.lstrip().upper().startswith("UPDATE BATCH_JOBS") for s, _ in ours), ours
     assert any(s.lstrip().upper().startswith("INSERT INTO DOMAIN_RESULTS") for s, _ in ours), ours
-    assert any("domain_statuses" in p for s, p in ours if "UPDATE BATCH_JOBS" in s.upper())  # a JSON key
+    assert any("domain_results" in p for s, p in ours if "UPDATE BATCH_JOBS" in s.upper())  # a JSON key
     offenders = [s for s, _ in sent_statements if names_domain_statuses_column(s)]
     assert offenders == [], f"SQL naming a domain_statuses column: {offenders}"
 
@@ -219,7 +219,7 @@ def test_no_code_path_writes_a_domain_statuses_column(
         connection = await asyncpg.connect(scratch_database)
         try:
             return json.loads(await connection.fetchval(
-                "SELECT batch_metadata->'domain_statuses' FROM batch_jobs WHERE batch_id = $1", batch_id))
+                "SELECT batch_metadata->'domain_results' FROM batch_jobs WHERE batch_id = $1", batch_id))
         finally:
             await connection.close()
 
