@@ -1,7 +1,8 @@
 """Schema evolution: Alembic, configured in code, on our own engines.
 
 ``upgrade`` brings any database we may meet to the head revision in one transaction
-(PostgreSQL; under an advisory lock, so two upgrades never interleave):
+(under PostgreSQL's advisory lock, or SQLite's write lock, so two upgrades never
+interleave):
 
 - an empty one: the tables are created as the models define them;
 - ScraperSky's production ``batch_jobs`` (no ``domain_results``): adopted, its rows
@@ -144,6 +145,11 @@ class Upgrade:
 def _upgrade(connection: Connection, target: str) -> Upgrade:
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_UPGRADE_LOCK[0]}, {_UPGRADE_LOCK[1]})")
+    else:
+        # The driver opens no transaction before DDL: open one that holds SQLite's write
+        # lock from the start, so the upgrade is atomic and two first uses of one file
+        # (two batches at once) run one after the other (the second finds the head).
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     before = revision_state(connection)
     command.upgrade(alembic_config(connection), target)
     return Upgrade(before=before, after=revision_state(connection))

@@ -427,3 +427,18 @@ def test_db_check_names_the_missing_revision_and_upgrade_applies_it(scratch_data
     assert check.returncode == 0, check.stdout + check.stderr
     assert PASSWORD not in "".join(r.stdout + r.stderr for r in (check, upgrade, init))
     assert "postgres:***@" in upgrade.stdout
+
+
+def test_upgrades_at_once_run_one_after_the_other(empty_database: str) -> None:
+    """Four first uses of one database at once (four batches starting on a fresh SQLite
+    file): one upgrade applies the revisions, the others find the head."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def upgrade(_: int) -> list[str]:
+        return asyncio.run(migrate.upgrade(empty_database)).applied
+
+    with ThreadPoolExecutor(4) as pool:
+        applied = sorted(pool.map(upgrade, range(4), timeout=120), key=len)
+    assert applied == [[], [], [], ["0001_baseline", HEAD]]
+    assert on(empty_database, lambda c: c.exec_driver_sql("SELECT version_num FROM alembic_version").all()) == [(HEAD,)]
+    assert asyncio.run(migrate.drift(empty_database)) == []
