@@ -394,11 +394,13 @@ def recover(
 
 
 @db_app.command("check")
-def db_check() -> None:
+def db_check(
+    drift: Annotated[bool, typer.Option("--drift", help="Also run Alembic's drift check (models vs database).")] = False,
+) -> None:
     """Compare the live tables with what the code writes, and the database's Alembic
     revision with the head; exit 1 on a mismatch or a missing revision."""
     from scrapersky.db.engine import create_engine
-    from scrapersky.db.migrate import revision_state
+    from scrapersky.db.migrate import drift as drift_of, revision_state
     from scrapersky.db.schema import check_schema
 
     database = _settings().database()
@@ -418,6 +420,13 @@ def db_check() -> None:
         raise _fail(f"schema mismatch in {database.where} (run `scrapersky db upgrade`)")
     if not revision.at_head:
         raise _fail(f"{database.where} is not at revision {revision.head} (run `scrapersky db upgrade`)")
+    if drift:
+        found = _database(drift_of(database.url), database)
+        for line in found:
+            out.print(f"drift: {line}", highlight=False, soft_wrap=True)
+        if found:
+            raise _fail(f"the models and the migrations differ in {database.where}")
+        out.print("no drift: the migrations make what the models define", highlight=False)
     out.print(f"schema ok in {database.where}", highlight=False)
 
 

@@ -423,8 +423,9 @@ def test_db_check_names_the_missing_revision_and_upgrade_applies_it(scratch_data
     assert f"applied {HEAD}" in upgrade.stdout and "applied 0001" not in upgrade.stdout
     init = scrapersky(env, "db", "init")  # the one-step start is the same upgrade: nothing left to do
     assert init.returncode == 0 and "schema ready" in init.stdout and "already at revision" in init.stdout
-    check = scrapersky(env, "db", "check")
+    check = scrapersky(env, "db", "check", "--drift")
     assert check.returncode == 0, check.stdout + check.stderr
+    assert "no drift" in check.stdout
     assert PASSWORD not in "".join(r.stdout + r.stderr for r in (check, upgrade, init))
     assert "postgres:***@" in upgrade.stdout
 
