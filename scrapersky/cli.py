@@ -174,8 +174,7 @@ def _run_batch(settings: Settings, domains: list[str], *, tenant_id: UUID, batch
         follower.start()
         try:
             with configured(settings):
-                request = BatchRequest(domains=domains, tenant_id=tenant_id, batch_id=batch_id, options=options)
-                state = batch_scrape(request, return_state=True)
+                state = batch_scrape(_request(settings, domains, tenant_id, batch_id, options), return_state=True)
         finally:
             finished.set()
             follower.join()
@@ -189,6 +188,25 @@ def _run_batch(settings: Settings, domains: list[str], *, tenant_id: UUID, batch
     _print_status(report, as_json)
     if report.status == "failed":
         raise typer.Exit(1)
+
+
+def _request(settings: Settings, domains: list[str], tenant_id: UUID, batch_id: UUID,
+             options: BatchOptions) -> BatchRequest:
+    """The flow's parameter: the domains inline, or by reference (none given: the batch's
+    recorded ones; too many for a flow-run parameter: registered first)."""
+    if not domains or BatchRequest.fits_parameters(domains):
+        return BatchRequest(domains=domains, tenant_id=tenant_id, batch_id=batch_id, options=options)
+    from .client import register_batch
+
+    try:
+        created = _database(register_batch(domains, tenant_id, batch_id=batch_id, options=options,
+                                           settings=settings), settings.database())
+    except ScraperSkyError as exc:
+        raise _fail(str(exc), 2) from None
+    if not created:
+        raise _fail(f"batch {batch_id} exists already: resume it with `scrapersky scrape --batch-id {batch_id}` "
+                    "(no domains: the ones it recorded)", 2)
+    return BatchRequest(tenant_id=tenant_id, batch_id=batch_id, options=options)
 
 
 def _refusal(state) -> BatchError | None:
@@ -221,12 +239,14 @@ def scrape(
     max_redirects: Annotated[Optional[int], typer.Option(help="(env SCRAPERSKY_MAX_REDIRECTS)")] = None,
     user_agent: Annotated[Optional[str], typer.Option(help="(env SCRAPERSKY_USER_AGENT)")] = None,
 ) -> None:
-    """Run a batch now and print its summary (or, with --json, its status object)."""
-    entries = _entries(domains, file)
+    """Run a batch now and print its summary (or, with --json, its status object).
+    With --batch-id and no domains: resume that batch's recorded domains."""
+    entries = _entries(domains, file, required=batch_id is None)
     # --connect-to is the operator's routing, as SCRAPERSKY_CONNECT_TO is on a worker.
     settings = _settings(connect_to=tuple(connect_to) if connect_to else None)
     try:
-        plan_domains(entries, max_batch_size=settings.max_batch_size)  # refuse before any work
+        if entries:
+            plan_domains(entries, max_batch_size=settings.max_batch_size)  # refuse before any work
         options = settings.batch_options(
             concurrency=concurrency, retries=retries, retry_backoff=retry_backoff,
             connect_timeout=connect_timeout, read_timeout=read_timeout,
@@ -239,7 +259,7 @@ def scrape(
                options=options, as_json=as_json)
 
 
-def _entries(domains: list[str] | None, file: Path | None) -> list[str]:
+def _entries(domains: list[str] | None, file: Path | None, *, required: bool = True) -> list[str]:
     entries = list(domains or [])
     if file is not None:
         try:
@@ -247,7 +267,7 @@ def _entries(domains: list[str] | None, file: Path | None) -> list[str]:
         except OSError as exc:
             raise _fail(f"cannot read {file}: {exc.strerror}", 2) from None
         entries += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if not entries:
+    if not entries and required:
         raise _fail("no domains given (arguments or --file)", 2)
     return entries
 

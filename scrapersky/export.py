@@ -39,6 +39,9 @@ def flat_row(domain: str, entry: dict[str, Any]) -> dict[str, Any]:
     """One CSV row: the domain's status and its metadata, lists joined with '; '."""
     row: dict[str, Any] = {"domain": domain}
     row.update({key: entry.get(key) for key in CSV_COLUMNS[1:11]})
+    # Entries ScraperSky wrote name their times as its status endpoint did.
+    row["started_at"] = row["started_at"] or entry.get("start_time")
+    row["finished_at"] = row["finished_at"] or entry.get("end_time")
     metadata = entry.get("metadata") or {}
     for key in ("title", "description", "language", "canonical_url", "site_name", "image",
                 "favicon_url", "logo_url"):

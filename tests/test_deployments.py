@@ -216,7 +216,9 @@ def test_deploy_all_created_every_deployment_without_prompts(stack: Stack) -> No
     schema = batch.parameter_openapi_schema
     assert schema["required"] == ["batch"]
     request = schema["definitions"]["BatchRequest"]
-    assert request["properties"]["domains"]["type"] == "array" and request["properties"]["domains"]["minItems"] == 1
+    assert request["properties"]["domains"]["type"] == "array"
+    # At least one domain, or the id of a batch registered with its domains (by reference).
+    assert {"required": ["domains"], "properties": {"domains": {"minItems": 1}}} in request["anyOf"]
     assert schema["definitions"]["BatchOptions"]["properties"]["concurrency"]["maximum"] == 256
     assert "description" in request["properties"]["domains"]
     assert nightly.schedules[0].schedule.cron == "0 3 * * *"
@@ -296,6 +298,12 @@ def test_submit_is_idempotent_and_doctor_runs_a_canary(stack: Stack) -> None:
     assert again.returncode == 0, again.stdout + again.stderr
     assert json.loads(again.stdout)["status"] == "completed"
     assert stack.farm.hits["ok-sub-1.test"] == 1  # type: ignore[attr-defined]
+    # By reference: the run's parameters name the batch; its domains are in the database.
+    with httpx.Client(base_url=stack.api_url, trust_env=False, timeout=30) as api:
+        runs = [r for r in api.post("/flow_runs/filter", json={"limit": 200}).json()
+                if r["idempotency_key"] == str(batch_id)]
+    assert len(runs) == 1 and runs[0]["parameters"]["batch"]["batch_id"] == str(batch_id)
+    assert not runs[0]["parameters"]["batch"].get("domains")
 
     doctor = stack.scrapersky("doctor", "--canary", "ok-canary.test", "--timeout", "120")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr

@@ -21,6 +21,7 @@ from scrapersky.db.batches import NewBatch
 from scrapersky.db.engine import Database
 from scrapersky.db.schema import checked_schema
 from scrapersky.domains import plan_domains
+from scrapersky.export import flat_row
 
 SCRAPERSKY_TABLE = Path(__file__).with_name("scrapersky_batch_jobs.sql").read_text()
 TENANT = uuid.UUID("550e8400-e29b-41d4-a716-446655440000")
@@ -177,6 +178,9 @@ def test_rows_scrapersky_wrote_read_right(scrapersky_table: str) -> None:
     assert set(report.domain_statuses) == {"old-1.com", "old-2.com"}
     assert "domain_results" not in report.metadata and report.metadata["domain_count"] == 2
     assert report.start_time == start.replace(tzinfo=UTC)
+    row = flat_row("old-2.com", report.domain_statuses["old-2.com"])  # what `export` writes
+    assert (row["status"], row["error"], row["started_at"], row["finished_at"]) == (
+        "failed", "timeout", "2025-03-01T10:00:00", "2025-03-01T10:00:09")
 
     report = asyncio.run(read(working))
     assert (report.status, report.progress) == ("processing", 0.5)
