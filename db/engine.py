@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -21,6 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from scrapersky.errors import ConfigError
 
 from .models import Base
+
+if TYPE_CHECKING:
+    from .migrate import Upgrade
 
 __all__ = ["Database", "create_engine", "database_url", "masked", "transaction", "unit_of_work", "init_schema"]
 
@@ -152,7 +155,7 @@ class Database:
         """``work(session)`` in one transaction, from synchronous code (a task, a thread)."""
         return asyncio.run(self.call(work))
 
-    async def upgrade(self):
+    async def upgrade(self) -> Upgrade:
         """Bring the schema to the head revision (Alembic; idempotent): creates the
         tables, adopts ScraperSky's, converts rows of earlier versions. Returns what it did
         (``scrapersky.db.migrate.Upgrade``)."""
