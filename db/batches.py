@@ -47,7 +47,6 @@ __all__ = [
     "note_recovery",
     "get_batch_status",
     "batch_progress",
-    "batch_domains",
 ]
 
 #: ScraperSky's word for a batch of domains (its readers filter on it).
@@ -593,15 +592,3 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is not None and moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment
-
-
-async def batch_domains(session: AsyncSession, batch_id: UUID, tenant_id: UUID) -> list[str]:
-    """The domains of a tenant's batch, as recorded when it was registered (sorted);
-    BatchNotFound for an unknown id or another tenant's."""
-    owner = await session.scalar(select(BatchJob.tenant_id).where(BatchJob.batch_id == batch_id))
-    if owner != tenant_id:
-        raise BatchNotFound(f"batch {batch_id} not found")
-    found = await session.scalars(
-        select(DomainResult.domain).where(DomainResult.batch_id == batch_id).order_by(DomainResult.domain)
-    )
-    return list(found.all())

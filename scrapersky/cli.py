@@ -455,8 +455,9 @@ def up(
     from scrapersky.db.engine import Database
 
     database = Database(database_url)
-    if database.url.drivername.startswith("sqlite"):  # the embedded default: nobody else creates it
-        _database(database.init_schema(), database)
+    # The embedded SQLite default is brought to the head revision here, once, before the
+    # parts start (not by several of them at once); PostgreSQL is left to `db upgrade`.
+    _database(database.prepare(), database)
     environ = dict(os.environ)
     if _GIVEN_LOGGING_LEVEL is None:
         environ.pop("PREFECT_LOGGING_LEVEL", None)
@@ -490,9 +491,13 @@ def up(
 
 
 @db_app.command("check")
-def db_check() -> None:
-    """Compare the live tables with what the code writes; exit 1 on a mismatch."""
+def db_check(
+    drift: Annotated[bool, typer.Option("--drift", help="Also run Alembic's drift check (models vs database).")] = False,
+) -> None:
+    """Compare the live tables with what the code writes, and the database's Alembic
+    revision with the head; exit 1 on a mismatch or a missing revision."""
     from scrapersky.db.engine import create_engine
+    from scrapersky.db.migrate import drift as drift_of, revision_state
     from scrapersky.db.schema import check_schema
 
     database = _settings().database()
@@ -501,24 +506,55 @@ def db_check() -> None:
         engine = create_engine(database.url)
         try:
             async with engine.connect() as connection:
-                return await connection.run_sync(check_schema)
+                return await connection.run_sync(check_schema), await connection.run_sync(revision_state)
         finally:
             await engine.dispose()
 
-    report = _database(check(), database)
-    for line in report.message().splitlines():
+    report, revision = _database(check(), database)
+    for line in report.message().splitlines() + revision.lines():
         out.print(line, highlight=False, soft_wrap=True)
     if not report.ok:
-        raise _fail(f"schema mismatch in {database.where}")
+        raise _fail(f"schema mismatch in {database.where} (run `scrapersky db upgrade`)")
+    if not revision.at_head:
+        raise _fail(f"{database.where} is not at revision {revision.head} (run `scrapersky db upgrade`)")
+    if drift:
+        found = _database(drift_of(database.url), database)
+        for line in found:
+            out.print(f"drift: {line}", highlight=False, soft_wrap=True)
+        if found:
+            raise _fail(f"the models and the migrations differ in {database.where}")
+        out.print("no drift: the migrations make what the models define", highlight=False)
     out.print(f"schema ok in {database.where}", highlight=False)
+
+
+def _upgrade(verb: str) -> None:
+    database = _settings().database()
+    try:
+        done = _database(database.upgrade(), database)
+    except ScraperSkyError as exc:
+        raise _fail(f"{database.where}: {exc}") from None
+    if done.before.shape not in (None, "empty"):
+        from scrapersky.db.migrate import SHAPES
+
+        out.print(f"adopted: {SHAPES[done.before.shape]}", highlight=False)
+    for revision in done.applied:
+        out.print(f"applied {revision}", highlight=False)
+    state = "already at" if not done.applied else "now at"
+    out.print(f"schema {verb} in {database.where}: {state} revision {done.after.head}", highlight=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database to the current schema (Alembic, idempotent): creates missing
+    tables, adopts ScraperSky's batch_jobs without touching its rows, converts rows
+    written by earlier versions of ScraperSky Batch."""
+    _upgrade("upgraded")
 
 
 @db_app.command("init")
 def db_init() -> None:
-    """Create the tables that do not exist yet (idempotent)."""
-    database = _settings().database()
-    _database(database.init_schema(), database)
-    out.print(f"schema ready in {database.where}", highlight=False)
+    """Create the schema in an empty database (the same upgrade to the head revision)."""
+    _upgrade("ready")
 
 
 def main() -> None:  # pragma: no cover

@@ -131,7 +131,8 @@ def authenticator(**settings) -> Authenticator:
 
 
 def token(claims: dict, secret: str = SECRET, algorithm: str = "HS256") -> str:
-    return jwt.encode({"exp": time.time() + 300, **claims}, secret, algorithm=algorithm)
+    # Built when the tables are collected, maybe long before the test runs: a day ahead.
+    return jwt.encode({"exp": time.time() + 86_400, **claims}, secret, algorithm=algorithm)
 
 
 USER = uuid.uuid4()

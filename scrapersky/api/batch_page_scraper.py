@@ -11,7 +11,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from scrapersky.db.batches import batch_domains
+from scrapersky.db.batches import recorded_domains
 from scrapersky.errors import WrongTenant
 
 from ..batch import utcnow
@@ -129,5 +129,5 @@ async def job_status(job_id: UUID, caller: CallerDep, service: ServiceDep) -> Jo
     """The batch of ``POST /scan`` as the old job status route returned it."""
     settings = service.settings
     report = await get_status(job_id, caller.tenant_id, settings=settings)
-    domains = await settings.database().call(lambda session: batch_domains(session, job_id, caller.tenant_id))
+    domains = await settings.database().call(lambda session: recorded_domains(session, job_id, caller.tenant_id))
     return job_status_response(report, domain=domains[0] if len(domains) == 1 else None)
