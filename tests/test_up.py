@@ -94,7 +94,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
     database_url = f"{base}/{name}".replace("postgresql://postgres@", f"postgresql://postgres:{PASSWORD}@")
-    asyncio.run(Database(database_url).init_schema())
+    asyncio.run(Database(database_url).upgrade())  # as an operator would: db upgrade
     tenant = uuid.uuid4()
     home = tmp_path_factory.mktemp("up-home")
     api_port, ui_port = _free_port(), _free_port()
