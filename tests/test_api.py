@@ -84,16 +84,14 @@ class Api:
 all_apis: list[Api] = []
 
 
-DIRECT_URL: dict[str, str] = {}  # the session's PostgreSQL, not through PgBouncer (set by the api fixture)
-
-
 @contextmanager
 def serving(stack: Stack, tmp: Path, name: str, *args: str, **env: str) -> Iterator[Api]:
     """`scrapersky api` on a free loopback port, with the stack's environment, the
-    tests' tokens and ``env`` on top; stopped (by its pid) at the end. The service
-    reaches PostgreSQL directly (the worker goes through PgBouncer's two connections)."""
+    tests' tokens and ``env`` on top; stopped (by its pid) at the end. The service, as
+    the worker, reaches PostgreSQL through PgBouncer in transaction mode (Supavisor's
+    stand-in), with a password in its URL."""
     port = free_port()
-    database_url = make_url(DIRECT_URL.get("url", stack.database_url)).set(
+    database_url = make_url(stack.database_url).set(
         password=DB_PASSWORD).render_as_string(hide_password=False)
     environment = stack.env | {
         "DATABASE_URL": database_url,
@@ -126,8 +124,7 @@ def serving(stack: Stack, tmp: Path, name: str, *args: str, **env: str) -> Itera
 
 
 @pytest.fixture(scope="module")
-def api(stack: Stack, tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[Api]:
-    DIRECT_URL["url"] = postgres_url
+def api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     with serving(stack, tmp_path_factory.mktemp("api"), "main") as running:
         yield running
 
@@ -149,7 +146,7 @@ def a_jwt(*, sub: uuid.UUID | None = None, tenant: uuid.UUID | None = None, secr
 
 def rows(stack: Stack, **where: Any) -> list[BatchJob]:
     async def read() -> list[BatchJob]:
-        async with unit_of_work(DIRECT_URL.get("url", stack.database_url)) as session:
+        async with unit_of_work(stack.database_url) as session:
             query = select(BatchJob)
             for name, value in where.items():
                 query = query.where(getattr(BatchJob, name) == value)
@@ -160,7 +157,7 @@ def rows(stack: Stack, **where: Any) -> list[BatchJob]:
 
 def count_rows(stack: Stack, tenant_id: uuid.UUID) -> int:
     async def read() -> int:
-        async with unit_of_work(DIRECT_URL.get("url", stack.database_url)) as session:
+        async with unit_of_work(stack.database_url) as session:
             return await session.scalar(select(func.count()).select_from(BatchJob).where(BatchJob.tenant_id == tenant_id))
 
     return asyncio.run(read())
