@@ -95,11 +95,16 @@ class PgBouncer:
             for path in self.dir.iterdir():
                 os.chown(path, postgres.pw_uid, postgres.pw_gid)
             command = ["runuser", "-u", "postgres", "--", *command]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr to a file, never a pipe: nobody drains a pipe, and pgbouncer logs every
+        # login there too - after 64 KB of them it blocked on the write, and every client
+        # of the pooler waited until its connect timeout.
+        stderr = self.dir / "stderr.log"
+        with stderr.open("wb") as sink:
+            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=sink)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"pgbouncer exited: {self.process.stderr.read().decode()}{self.log}")
+                raise RuntimeError(f"pgbouncer exited: {stderr.read_text(errors='replace')}{self.log}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return

@@ -220,7 +220,7 @@ def test_sigkilled_worker_batch_is_finished_through_the_other_worker(two_workers
                 if victim and set(runs[victim]) == {dead_run} and not _active_recovery_runs(api):
                     break
             assert len(saved) < len(DOMAINS) - 10, "the batch ran to its end before the kill"
-            time.sleep(0.2)
+            time.sleep(0.3)
 
         worker = stack.workers[victim]
         survivor = next(name for name in stack.workers if name != victim)
