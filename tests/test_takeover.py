@@ -41,7 +41,7 @@ RECOVERY_INTERVAL = 5
 STALE_AFTER = 20
 #: Domains of the batch: each page is served after LATENCY s, CONCURRENCY at a time,
 #: so the batch lasts long enough to be killed in the middle.
-DOMAINS = [f"site-{i}.test" for i in range(60)]
+DOMAINS = [f"site-{i}.test" for i in range(100)]
 LATENCY = 1.0
 CONCURRENCY = 4
 #: Outcomes saved before the kill, at least.
@@ -204,7 +204,7 @@ def test_sigkilled_worker_batch_is_finished_through_the_other_worker(two_workers
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
 
     # The run that owns the batch, the worker whose process tree runs it, outcomes saved.
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     victim = dead_run = None
     with stack.api() as api:
         while True:
@@ -214,11 +214,14 @@ def test_sigkilled_worker_batch_is_finished_through_the_other_worker(two_workers
             if dead_run and len(saved) >= SAVED_BEFORE_KILL:
                 runs = {name: _flow_run_pids(worker) for name, worker in stack.workers.items()}
                 victim = next((name for name, found in runs.items() if dead_run in found), None)
-                # Kill when the victim runs the batch alone, and no recovery run is
-                # pending or running anywhere: a recovery run killed with it would
-                # hold the deployment's one concurrency slot until its lease expires.
-                if victim and set(runs[victim]) == {dead_run} and not _active_recovery_runs(api):
-                    break
+                # Kill when the victim runs the batch alone and every recovery run pending
+                # or running is visibly the other worker's: a recovery run killed with the
+                # victim would hold the deployment's one slot (CANCEL_NEW) until its lease
+                # expires (300 s), and the schedule's runs would all be cancelled meanwhile.
+                if victim and set(runs[victim]) == {dead_run}:
+                    survivor_runs = set(runs[next(name for name in runs if name != victim)])
+                    if {run["id"] for run in _active_recovery_runs(api)} <= survivor_runs:
+                        break
             assert len(saved) < len(DOMAINS) - 10, "the batch ran to its end before the kill"
             time.sleep(0.3)
 
