@@ -24,7 +24,7 @@ from scrapersky.batch import (
     utcnow,
 )
 from scrapersky.domains import DomainPlan
-from scrapersky.errors import BatchAlreadyRunning, BatchNotFound, SubmitFailed
+from scrapersky.errors import BatchAlreadyRunning, BatchIdTaken, BatchNotFound
 
 from .models import BatchJob, DomainResult
 from .schema import LEGACY_FILLS, SchemaReport
@@ -35,6 +35,7 @@ __all__ = [
     "NewBatch",
     "register_batch",
     "note_flow_run",
+    "recorded_domains",
     "fail_submission",
     "heartbeat",
     "open_batch",
@@ -159,7 +160,7 @@ class NewBatch:
     batch_id: UUID
     tenant_id: UUID
     domains: list[str]
-    input_summary: dict[str, int]
+    input_summary: dict[str, int] | None  # None: keep what the registration recorded
     options: dict[str, Any]
     created_by: UUID | None = None
 
@@ -173,10 +174,12 @@ class NewBatch:
         *,
         created_by: UUID | None = None,
         extra_options: dict[str, Any] | None = None,
+        recorded: bool = False,
     ) -> NewBatch:
         """``extra_options``: recorded with the options though no fetch reads them (the old
-        API's ``max_pages``)."""
-        return cls(batch_id, tenant_id, plan.domains + list(plan.invalid), plan.summary(),
+        API's ``max_pages``). ``recorded``: the plan was made from the domains the batch
+        recorded at registration (its input counts are kept)."""
+        return cls(batch_id, tenant_id, plan.domains + list(plan.invalid), None if recorded else plan.summary(),
                    {**(extra_options or {}), **options.model_dump(mode="json")}, created_by)
 
 
@@ -214,7 +217,9 @@ async def open_batch(
     statuses = _entries(metadata)
     statuses.update(await _saved_outcomes(session, batch_id))
     keys = set(statuses) | set(domains)
-    metadata.update(flow_run_id=flow_run_id, input=batch.input_summary)
+    metadata["flow_run_id"] = flow_run_id
+    if batch.input_summary is not None:
+        metadata["input"] = batch.input_summary
     row.batch_metadata = metadata
     row.options = {**(row.options or {}), **batch.options}  # what a submission recorded stays
     row.total_domains = len(keys)
@@ -261,7 +266,7 @@ async def register_batch(session: AsyncSession, batch: NewBatch, *, schema: Sche
     row = await _lock(session, batch.batch_id)
     if row is not None:
         if row.tenant_id != batch.tenant_id:
-            raise SubmitFailed(f"batch id {batch.batch_id} is taken: choose another one")
+            raise BatchIdTaken(f"batch id {batch.batch_id} is taken: choose another one")
         return False
     row = await _insert_pending(session, batch.batch_id, batch.tenant_id, schema, batch.created_by)
     row.batch_metadata = {"input": batch.input_summary}
@@ -269,6 +274,18 @@ async def register_batch(session: AsyncSession, batch: NewBatch, *, schema: Sche
     row.total_domains = len(batch.domains)
     await _record_domains(session, batch.batch_id, batch.domains)
     return True
+
+
+async def recorded_domains(session: AsyncSession, batch_id: UUID, tenant_id: UUID) -> list[str]:
+    """The entries a batch was registered with (its domain_results keys): how a run of a
+    batch submitted by reference learns its domains. BatchNotFound for an unknown id or
+    another tenant's."""
+    row = await session.scalar(select(BatchJob.id).where(BatchJob.batch_id == batch_id, BatchJob.tenant_id == tenant_id))
+    if row is None:
+        raise BatchNotFound(f"batch {batch_id} not found")
+    found = await session.scalars(
+        select(DomainResult.domain).where(DomainResult.batch_id == batch_id).order_by(DomainResult.domain))
+    return list(found)
 
 
 async def note_flow_run(session: AsyncSession, *, batch_id: UUID, flow_run_id: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -21,6 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from scrapersky.errors import ConfigError
 
 from .models import Base
+
+if TYPE_CHECKING:
+    from .migrate import Upgrade
 
 __all__ = ["Database", "create_engine", "database_url", "masked", "transaction", "unit_of_work", "init_schema"]
 
@@ -107,7 +110,10 @@ async def unit_of_work(url: str | URL) -> AsyncIterator[AsyncSession]:
 
 
 async def init_schema(engine: AsyncEngine) -> None:
-    """Create the tables that do not exist yet (idempotent)."""
+    """Create the tables that do not exist yet, straight from the models (idempotent).
+
+    The tests' fast path; ``Database.upgrade`` (Alembic) is the real one. Both make the
+    same tables: the migrations' drift check (tests/test_migrations.py) proves it."""
     async with engine.begin() as connection:
         await connection.run_sync(Base.metadata.create_all)
 
@@ -149,8 +155,17 @@ class Database:
         """``work(session)`` in one transaction, from synchronous code (a task, a thread)."""
         return asyncio.run(self.call(work))
 
+    async def upgrade(self) -> Upgrade:
+        """Bring the schema to the head revision (Alembic; idempotent): creates the
+        tables, adopts ScraperSky's, converts rows of earlier versions. Returns what it did
+        (``scrapersky.db.migrate.Upgrade``)."""
+        from .migrate import upgrade  # Alembic is imported only by those who migrate
+
+        return await upgrade(self.url)
+
     async def init_schema(self) -> None:
-        """Create the tables that do not exist yet (idempotent)."""
+        """Create the tables that do not exist yet from the models (idempotent; no
+        Alembic revision recorded: the tests' fast path, see ``init_schema``)."""
         engine = create_engine(self.url)
         try:
             await init_schema(engine)
@@ -158,7 +173,8 @@ class Database:
             await engine.dispose()
 
     async def prepare(self) -> None:
-        """The embedded SQLite default creates its tables on first use; a PostgreSQL
-        schema is created on purpose, with ``scrapersky db init``."""
+        """The embedded SQLite default is brought to the head revision on first use (an
+        older file is upgraded too); a PostgreSQL schema is created on purpose, with
+        ``scrapersky db init`` / ``db upgrade``."""
         if self.is_sqlite:
-            await self.init_schema()
+            await self.upgrade()

@@ -114,7 +114,7 @@ def check_schema(connection: Connection) -> SchemaReport:
     tables = set(inspector.get_table_names())
     for table in Base.metadata.sorted_tables:
         if table.name not in tables:
-            report.errors.append(f"table {table.name} is missing (run `scrapersky db init`)")
+            report.errors.append(f"table {table.name} is missing (run `scrapersky db upgrade`)")
             continue
         live = {c["name"]: c for c in inspector.get_columns(table.name)}
         for column in table.columns:

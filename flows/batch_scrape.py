@@ -15,7 +15,7 @@ from scrapersky.db import batches
 from scrapersky.db.batches import NewBatch
 from scrapersky.domains import DomainPlan, plan_domains
 from scrapersky.settings import current_settings
-from scrapersky.tasks.persist import open_batch, persist_batch
+from scrapersky.tasks.persist import open_batch, persist_batch, recorded_domains
 from scrapersky.tasks.scrape import outcome_from_error
 
 from .fan_out import fan_out
@@ -71,11 +71,13 @@ def batch_scrape(batch: BatchRequest) -> BatchStatus | State:
     database = settings.database()
     batch_id = batch.batch_id or UUID(runtime.flow_run.id)
     options = batch.options or settings.batch_options()
-    plan = plan_domains(batch.domains, max_batch_size=settings.max_batch_size)
+    # A large batch travels by reference: registered with its domains, its run reads them.
+    entries = batch.domains or recorded_domains(database, batch_id=batch_id, tenant_id=batch.tenant_id)
+    plan = plan_domains(entries, max_batch_size=settings.max_batch_size, recorded=batch.by_reference)
 
     flow_run_id = runtime.flow_run.id  # the batch's owner: every write below names it
     already_done = open_batch(
-        database, NewBatch.of(batch_id, batch.tenant_id, plan, options),
+        database, NewBatch.of(batch_id, batch.tenant_id, plan, options, recorded=batch.by_reference),
         flow_run_id=flow_run_id, stale_after=settings.stale_after,
     )
     to_fetch = [domain for domain in plan.domains if domain not in already_done]

@@ -10,7 +10,7 @@ The public API::
 The layers, bottom up (each imports only those below it; ``lint-imports`` checks):
 ``batch``, ``errors`` (the vocabulary); ``domains``, ``retry``, ``metadata`` (pure
 work); ``db``, ``web`` (storage and the network); ``tasks``; ``settings``; ``flows``;
-``client``; ``doctor``, ``export``, ``farm``; ``cli``.
+``client``; ``api``, ``doctor``, ``export``, ``farm``; ``cli``.
 """
 
 from __future__ import annotations

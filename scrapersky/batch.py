@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "BatchStatus",
@@ -128,6 +128,9 @@ class BatchOptions(BaseModel):
 MAX_ERROR_CHARS = 1_000  # a failed domain's error message
 MAX_URL_CHARS = 8_192  # the final URL (a real fetched URL; longer ones are cut)
 MAX_METADATA_BYTES = 65_536  # the site metadata of one domain, as compact UTF-8 JSON
+#: Domains a flow-run parameter carries at most (JSON); Prefect refuses parameters over
+#: 512 KiB. A larger batch is registered first and its run reads the recorded domains.
+MAX_INLINE_DOMAINS_BYTES = 256 * 1024
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
@@ -250,14 +253,24 @@ class BatchRequest(BaseModel):
     """One batch to scrape: the flow's single parameter, shown as the run form in the
     Prefect UI, and what ``submit_batch`` sends to a deployment."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        # The rule of _domains_or_a_registered_batch, for whoever validates the JSON schema
+        # alone (Prefect refuses such a run with 409 before it exists).
+        json_schema_extra={"anyOf": [
+            {"required": ["domains"], "properties": {"domains": {"minItems": 1}}},
+            {"required": ["batch_id"], "properties": {"batch_id": {"type": "string"}}},
+        ]},
+    )
 
     domains: list[str] = Field(
-        min_length=1,
+        default_factory=list,
         description=(
             "Domains or homepage URLs (example.com, https://example.com/). Normalised and"
             " de-duplicated; an invalid entry is recorded as failed (invalid_domain), never"
-            " dropped. At most SCRAPERSKY_MAX_BATCH_SIZE (10,000 by default)."
+            " dropped. At most SCRAPERSKY_MAX_BATCH_SIZE (10,000 by default). Empty with a"
+            " batch_id: the domains that batch was registered with (submit_batch)."
         ),
         examples=[["example.com", "example.org"]],
     )
@@ -272,3 +285,20 @@ class BatchRequest(BaseModel):
     options: BatchOptions | None = Field(
         None, description="How to fetch. Empty: the worker's SCRAPERSKY_* settings."
     )
+
+    @model_validator(mode="after")
+    def _domains_or_a_registered_batch(self) -> BatchRequest:
+        if not self.domains and self.batch_id is None:
+            raise ValueError("domains: give at least one domain (or the batch_id of a registered batch)")
+        return self
+
+    @property
+    def by_reference(self) -> bool:
+        """The domains are the batch's recorded ones (a large batch travels this way:
+        Prefect refuses flow-run parameters over 512 KiB)."""
+        return not self.domains
+
+    @staticmethod
+    def fits_parameters(domains: list[str]) -> bool:
+        """Whether these entries may travel inline as a flow-run parameter."""
+        return _json_size(domains) <= MAX_INLINE_DOMAINS_BYTES

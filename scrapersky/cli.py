@@ -18,7 +18,9 @@ from typing import Annotated, Optional
 from uuid import UUID
 
 # Prefect reads its logging level when imported: keep a CLI run's terminal readable
-# (failures are in the summary); PREFECT_LOGGING_LEVEL still wins when set.
+# (failures are in the summary); PREFECT_LOGGING_LEVEL still wins when set. (`up` gives
+# the processes it starts the level the user gave, not this one.)
+_GIVEN_LOGGING_LEVEL = os.environ.get("PREFECT_LOGGING_LEVEL")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -174,8 +176,7 @@ def _run_batch(settings: Settings, domains: list[str], *, tenant_id: UUID, batch
         follower.start()
         try:
             with configured(settings):
-                request = BatchRequest(domains=domains, tenant_id=tenant_id, batch_id=batch_id, options=options)
-                state = batch_scrape(request, return_state=True)
+                state = batch_scrape(_request(settings, domains, tenant_id, batch_id, options), return_state=True)
         finally:
             finished.set()
             follower.join()
@@ -189,6 +190,25 @@ def _run_batch(settings: Settings, domains: list[str], *, tenant_id: UUID, batch
     _print_status(report, as_json)
     if report.status == "failed":
         raise typer.Exit(1)
+
+
+def _request(settings: Settings, domains: list[str], tenant_id: UUID, batch_id: UUID,
+             options: BatchOptions) -> BatchRequest:
+    """The flow's parameter: the domains inline, or by reference (none given: the batch's
+    recorded ones; too many for a flow-run parameter: registered first)."""
+    if not domains or BatchRequest.fits_parameters(domains):
+        return BatchRequest(domains=domains, tenant_id=tenant_id, batch_id=batch_id, options=options)
+    from .client import register_batch
+
+    try:
+        created = _database(register_batch(domains, tenant_id, batch_id=batch_id, options=options,
+                                           settings=settings), settings.database())
+    except ScraperSkyError as exc:
+        raise _fail(str(exc), 2) from None
+    if not created:
+        raise _fail(f"batch {batch_id} exists already: resume it with `scrapersky scrape --batch-id {batch_id}` "
+                    "(no domains: the ones it recorded)", 2)
+    return BatchRequest(tenant_id=tenant_id, batch_id=batch_id, options=options)
 
 
 def _refusal(state) -> BatchError | None:
@@ -221,12 +241,14 @@ def scrape(
     max_redirects: Annotated[Optional[int], typer.Option(help="(env SCRAPERSKY_MAX_REDIRECTS)")] = None,
     user_agent: Annotated[Optional[str], typer.Option(help="(env SCRAPERSKY_USER_AGENT)")] = None,
 ) -> None:
-    """Run a batch now and print its summary (or, with --json, its status object)."""
-    entries = _entries(domains, file)
+    """Run a batch now and print its summary (or, with --json, its status object).
+    With --batch-id and no domains: resume that batch's recorded domains."""
+    entries = _entries(domains, file, required=batch_id is None)
     # --connect-to is the operator's routing, as SCRAPERSKY_CONNECT_TO is on a worker.
     settings = _settings(connect_to=tuple(connect_to) if connect_to else None)
     try:
-        plan_domains(entries, max_batch_size=settings.max_batch_size)  # refuse before any work
+        if entries:
+            plan_domains(entries, max_batch_size=settings.max_batch_size)  # refuse before any work
         options = settings.batch_options(
             concurrency=concurrency, retries=retries, retry_backoff=retry_backoff,
             connect_timeout=connect_timeout, read_timeout=read_timeout,
@@ -239,7 +261,7 @@ def scrape(
                options=options, as_json=as_json)
 
 
-def _entries(domains: list[str] | None, file: Path | None) -> list[str]:
+def _entries(domains: list[str] | None, file: Path | None, *, required: bool = True) -> list[str]:
     entries = list(domains or [])
     if file is not None:
         try:
@@ -247,7 +269,7 @@ def _entries(domains: list[str] | None, file: Path | None) -> list[str]:
         except OSError as exc:
             raise _fail(f"cannot read {file}: {exc.strerror}", 2) from None
         entries += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if not entries:
+    if not entries and required:
         raise _fail("no domains given (arguments or --file)", 2)
     return entries
 
@@ -322,6 +344,27 @@ def doctor(
 
 
 @app.command()
+def api(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    pool: Annotated[str, typer.Option("--pool", help="The work pool whose workers /health looks for.")] = "scrapersky",
+    deployment: Annotated[str, typer.Option("--deployment", help="flow/deployment that runs the batches.")] = "batch-scrape/batch-scrape",
+) -> None:
+    """Serve the HTTP API (ScraperSky's /api/v3/batch_page_scraper routes; docs at /docs).
+
+    Callers send a bearer token: SCRAPERSKY_API_TOKENS (TOKEN=TENANT_UUID) or a JWT signed
+    with SCRAPERSKY_JWT_SECRET. Batches run on the deployment's workers (PREFECT_API_URL)."""
+    import uvicorn
+
+    from .api import create_app
+
+    settings = _settings()
+    err.print(f"API on http://{host}:{port} (docs: http://{host}:{port}/docs)", highlight=False)
+    uvicorn.run(create_app(settings, deployment=deployment, pool=pool), host=host, port=port,
+                log_level="info", server_header=False)
+
+
+@app.command()
 def status(
     batch_id: Annotated[UUID, typer.Argument(help="The batch id.")],
     tenant: TenantOption = None,
@@ -393,10 +436,68 @@ def recover(
         out.print(f"  failed  {batch_id}", highlight=False)
 
 
+@app.command()
+def up(
+    api_port: Annotated[int, typer.Option("--api-port", help="The HTTP API's port.", min=1, max=65535)] = 8000,
+    ui_port: Annotated[int, typer.Option("--ui-port", help="The Prefect server's port (UI and Prefect API).", min=1, max=65535)] = 4200,
+    host: Annotated[str, typer.Option("--host", help="The address every part listens on (loopback by default).")] = "127.0.0.1",
+    prefect_home: Annotated[Optional[Path], typer.Option("--prefect-home", envvar="SCRAPERSKY_PREFECT_HOME", help="The Prefect server's home (default ~/.scrapersky/prefect).")] = None,
+) -> None:
+    """Start the local stack: a Prefect server, the work pool, the deployments, a worker
+    and the HTTP API; stop them all on Ctrl-C or SIGTERM."""
+    from .stack import StackConfig, default_prefect_home, run_stack, shared_database_url
+
+    settings = _settings()
+    try:
+        database_url = shared_database_url(settings.database_url)
+    except ScraperSkyError as exc:
+        raise _fail(str(exc), 2) from None
+    from scrapersky.db.engine import Database
+
+    database = Database(database_url)
+    # The embedded SQLite default is brought to the head revision here, once, before the
+    # parts start (not by several of them at once); PostgreSQL is left to `db upgrade`.
+    _database(database.prepare(), database)
+    environ = dict(os.environ)
+    if _GIVEN_LOGGING_LEVEL is None:
+        environ.pop("PREFECT_LOGGING_LEVEL", None)
+    config = StackConfig(host=host, api_port=api_port, ui_port=ui_port,
+                         prefect_home=(prefect_home or default_prefect_home()).expanduser().absolute(),
+                         database_url=database_url, environ=environ)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/yellow] listening on {host}: the Prefect server has no authentication",
+                  highlight=False)
+
+    def say(line: str) -> None:
+        err.print(line, highlight=False, soft_wrap=True)
+
+    def announce(config: StackConfig) -> None:
+        api = config.url(config.api_port)
+        for line in (
+            f"Prefect UI   {config.url(config.ui_port)}",
+            f"API          {api}/api/v3/batch_page_scraper  (docs {api}/docs)",
+            f"dashboard    {api}/static/batch-domain-scanner.html",
+            f"database     {database.where}",
+            f"logs         {config.prefect_home / 'scrapersky-up'}",
+            "ready; Ctrl-C stops everything",
+        ):
+            out.print(line, highlight=False, soft_wrap=True)
+
+    try:
+        run_stack(config, say, announce=announce)
+    except ScraperSkyError as exc:
+        raise _fail(str(exc)) from None
+    say("stopped")
+
+
 @db_app.command("check")
-def db_check() -> None:
-    """Compare the live tables with what the code writes; exit 1 on a mismatch."""
+def db_check(
+    drift: Annotated[bool, typer.Option("--drift", help="Also run Alembic's drift check (models vs database).")] = False,
+) -> None:
+    """Compare the live tables with what the code writes, and the database's Alembic
+    revision with the head; exit 1 on a mismatch or a missing revision."""
     from scrapersky.db.engine import create_engine
+    from scrapersky.db.migrate import drift as drift_of, revision_state
     from scrapersky.db.schema import check_schema
 
     database = _settings().database()
@@ -405,24 +506,55 @@ def db_check() -> None:
         engine = create_engine(database.url)
         try:
             async with engine.connect() as connection:
-                return await connection.run_sync(check_schema)
+                return await connection.run_sync(check_schema), await connection.run_sync(revision_state)
         finally:
             await engine.dispose()
 
-    report = _database(check(), database)
-    for line in report.message().splitlines():
+    report, revision = _database(check(), database)
+    for line in report.message().splitlines() + revision.lines():
         out.print(line, highlight=False, soft_wrap=True)
     if not report.ok:
-        raise _fail(f"schema mismatch in {database.where}")
+        raise _fail(f"schema mismatch in {database.where} (run `scrapersky db upgrade`)")
+    if not revision.at_head:
+        raise _fail(f"{database.where} is not at revision {revision.head} (run `scrapersky db upgrade`)")
+    if drift:
+        found = _database(drift_of(database.url), database)
+        for line in found:
+            out.print(f"drift: {line}", highlight=False, soft_wrap=True)
+        if found:
+            raise _fail(f"the models and the migrations differ in {database.where}")
+        out.print("no drift: the migrations make what the models define", highlight=False)
     out.print(f"schema ok in {database.where}", highlight=False)
+
+
+def _upgrade(verb: str) -> None:
+    database = _settings().database()
+    try:
+        done = _database(database.upgrade(), database)
+    except ScraperSkyError as exc:
+        raise _fail(f"{database.where}: {exc}") from None
+    if done.before.shape not in (None, "empty"):
+        from scrapersky.db.migrate import SHAPES
+
+        out.print(f"adopted: {SHAPES[done.before.shape]}", highlight=False)
+    for revision in done.applied:
+        out.print(f"applied {revision}", highlight=False)
+    state = "already at" if not done.applied else "now at"
+    out.print(f"schema {verb} in {database.where}: {state} revision {done.after.head}", highlight=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the database to the current schema (Alembic, idempotent): creates missing
+    tables, adopts ScraperSky's batch_jobs without touching its rows, converts rows
+    written by earlier versions of ScraperSky Batch."""
+    _upgrade("upgraded")
 
 
 @db_app.command("init")
 def db_init() -> None:
-    """Create the tables that do not exist yet (idempotent)."""
-    database = _settings().database()
-    _database(database.init_schema(), database)
-    out.print(f"schema ready in {database.where}", highlight=False)
+    """Create the schema in an empty database (the same upgrade to the head revision)."""
+    _upgrade("ready")
 
 
 def main() -> None:  # pragma: no cover

@@ -5,8 +5,9 @@
     report = await get_status(batch_id, tenant_id)
 
 ``submit_batch`` records the batch ``pending`` (its domains with it), then asks
-Prefect to run the ``batch-scrape`` deployment with the batch id as idempotency
-key: the same submission twice is one batch and one flow run. When Prefect cannot be
+Prefect to run the ``batch-scrape`` deployment with the batch id as idempotency key
+and the batch by reference (the run reads the recorded domains, so a batch of any
+allowed size fits in Prefect's 512 KiB of parameters): the same submission twice is one batch and one flow run. When Prefect cannot be
 asked, ``SubmitFailed`` is raised, and the batch this submission created is marked
 ``failed`` with the reason (no batch stays pending because nobody was told to run
 it) - unless a run picked it up meanwhile. A resubmission of an existing batch never
@@ -33,7 +34,7 @@ from .domains import plan_domains
 from .errors import SubmitFailed
 from .settings import Settings, current_settings
 
-__all__ = ["DEFAULT_DEPLOYMENT", "submit_batch", "get_status", "BatchStatusReport"]
+__all__ = ["DEFAULT_DEPLOYMENT", "submit_batch", "register_batch", "get_status", "BatchStatusReport"]
 
 #: flow name / deployment name, as in prefect.yaml.
 DEFAULT_DEPLOYMENT = "batch-scrape/batch-scrape"
@@ -62,15 +63,12 @@ async def submit_batch(
     """
     settings = settings or current_settings()
     database = settings.database()
-    plan = plan_domains(domains, max_batch_size=settings.max_batch_size)
-    request = BatchRequest(domains=domains, tenant_id=tenant_id, batch_id=batch_id or uuid4(), options=options)
+    # By reference: the run reads the domains registered below (any number of them fits
+    # in the flow-run parameters, which Prefect caps at 512 KiB).
+    request = BatchRequest(tenant_id=tenant_id, batch_id=batch_id or uuid4(), options=options)
     assert request.batch_id is not None
-
-    await database.prepare()
-    async with database.session() as session:
-        batch = NewBatch.of(request.batch_id, tenant_id, plan, options or settings.batch_options(),
-                            created_by=created_by, extra_options=extra_options)
-        created = await batches.register_batch(session, batch, schema=await checked_schema(session))
+    created = await register_batch(domains, tenant_id, batch_id=request.batch_id, options=options,
+                                   settings=settings, created_by=created_by, extra_options=extra_options)
 
     try:
         flow_run_id = await _trigger(deployment, request)
@@ -88,12 +86,35 @@ async def submit_batch(
     return request.batch_id
 
 
+async def register_batch(
+    domains: list[str],
+    tenant_id: UUID,
+    *,
+    batch_id: UUID,
+    options: BatchOptions | None = None,
+    settings: Settings | None = None,
+    created_by: UUID | None = None,
+    extra_options: dict[str, Any] | None = None,
+) -> bool:
+    """Record the batch ``pending`` with its domains, for a run to pick up by reference
+    (``BatchRequest(batch_id=...)`` without domains). False when the tenant's batch
+    exists already; SubmitFailed for another tenant's id."""
+    settings = settings or current_settings()
+    database = settings.database()
+    plan = plan_domains(domains, max_batch_size=settings.max_batch_size)
+    await database.prepare()
+    async with database.session() as session:
+        batch = NewBatch.of(batch_id, tenant_id, plan, options or settings.batch_options(),
+                            created_by=created_by, extra_options=extra_options)
+        return await batches.register_batch(session, batch, schema=await checked_schema(session))
+
+
 async def _trigger(deployment: str, request: BatchRequest) -> UUID:
     async with get_client() as client:
         found = await client.read_deployment_by_name(deployment)
         run = await client.create_flow_run_from_deployment(
             found.id,
-            parameters={"batch": request.model_dump(mode="json")},
+            parameters={"batch": request.model_dump(mode="json", exclude={"domains"})},
             # The same batch submitted again is the same flow run (Prefect keeps the key).
             idempotency_key=str(request.batch_id),
             tags=[f"tenant:{request.tenant_id}"],

@@ -68,7 +68,7 @@ def _safe_key(entry: str) -> str:
     at most _MAX_ENTRY_CHARS characters; never empty."""
     text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"),
                         entry[: _MAX_ENTRY_CHARS * 2].strip())
-    return text[:_MAX_ENTRY_CHARS] or "<empty>"
+    return text[:_MAX_ENTRY_CHARS].strip() or "<empty>"  # its own key again (a recorded entry)
 
 
 def normalize_domain(entry: str) -> str:
@@ -143,9 +143,12 @@ class DomainPlan:
         }
 
 
-def plan_domains(entries: list[str], *, max_batch_size: int) -> DomainPlan:
+def plan_domains(entries: list[str], *, max_batch_size: int, recorded: bool = False) -> DomainPlan:
     """Normalise and de-duplicate entries; invalid ones are kept with their reason.
 
+    ``recorded``: the entries are the keys a registered batch recorded (its valid domains,
+    normalised, and the keys of its invalid entries): a key that is not a domain as it
+    stands stays invalid, even when what is left of a cut entry would pass.
     Raises EmptyBatch or BatchTooLarge before any work is done.
     """
     plan = DomainPlan(submitted=len(entries))
@@ -153,6 +156,8 @@ def plan_domains(entries: list[str], *, max_batch_size: int) -> DomainPlan:
     for entry in entries:
         try:
             key = normalize_domain(entry)
+            if recorded and key != entry:
+                raise InvalidDomain(f"{_shown(entry)} was recorded as an invalid entry")
         except InvalidDomain as exc:
             key = _safe_key(entry)
             if key in plan.invalid:

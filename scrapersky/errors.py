@@ -22,6 +22,10 @@
     |   +-- BatchNotFound                batch_not_found (also: another tenant's batch)
     |   +-- BatchAlreadyRunning          batch_running (another live run owns the batch)
     |   +-- SubmitFailed                 submit_failed (Prefect could not be asked to run it)
+    |       +-- BatchIdTaken             batch_id_taken (another tenant's batch has that id)
+    +-- AccessError                      the caller may not do this (the HTTP API's refusals)
+    |   +-- NotAuthenticated             not_authenticated    no token, or one not accepted
+    |   +-- WrongTenant                  wrong_tenant         asks for another tenant than the token's
     +-- ConfigError                      config_error         a setting cannot be used
     +-- SchemaMismatch                   schema_mismatch      the live tables do not fit the code
 
@@ -56,6 +60,10 @@ __all__ = [
     "BatchNotFound",
     "BatchAlreadyRunning",
     "SubmitFailed",
+    "BatchIdTaken",
+    "AccessError",
+    "NotAuthenticated",
+    "WrongTenant",
     "ConfigError",
     "SchemaMismatch",
     "TRANSIENT_HTTP_STATUSES",
@@ -237,6 +245,30 @@ class SubmitFailed(BatchError):
     """The batch could not be handed to its deployment (Prefect API, deployment name)."""
 
     error_type = "submit_failed"
+
+
+class BatchIdTaken(SubmitFailed):
+    """The batch id is another tenant's batch: the submission must choose another one."""
+
+    error_type = "batch_id_taken"
+
+
+class AccessError(ScraperSkyError):
+    """The caller may not do this."""
+
+    error_type = "access_denied"
+
+
+class NotAuthenticated(AccessError):
+    """No bearer token, or one that is not accepted (unknown, badly signed, expired)."""
+
+    error_type = "not_authenticated"
+
+
+class WrongTenant(AccessError):
+    """The request names a tenant other than the one its token is bound to."""
+
+    error_type = "wrong_tenant"
 
 
 class ConfigError(ScraperSkyError):

@@ -25,7 +25,7 @@ import httpx
 
 from .errors import ConfigError
 
-__all__ = ["prefect_api", "STARTUP_TIMEOUT"]
+__all__ = ["prefect_api", "tied_command", "free_port", "wait_healthy", "STARTUP_TIMEOUT"]
 
 #: Seconds a fresh PREFECT_HOME may take to migrate on a busy machine (Prefect's own
 #: default, 20 s, was seen to run out on 2 cores).
@@ -33,18 +33,27 @@ STARTUP_TIMEOUT = 180.0
 _PR_SET_PDEATHSIG = 1
 
 
-#: Run first in the server's process: ask the kernel for SIGTERM when the command is
-#: gone (kept across exec), then become the server. (A preexec_fn would do the same but
-#: is unsafe in a process with threads.)
+#: Run first in a child process: ask the kernel for SIGTERM when the command is gone
+#: (kept across exec), then become the program. (A preexec_fn would do the same but is
+#: unsafe in a process with threads.) Arguments: the parent's pid, then the program's argv.
 _LAUNCH = (
     "import ctypes, os, signal, sys\n"
     f"ctypes.CDLL(None).prctl({_PR_SET_PDEATHSIG}, signal.SIGTERM)\n"
     "if os.getppid() != int(sys.argv[1]): os._exit(1)  # the command died before that\n"
-    "os.execv(sys.executable, [sys.executable, '-m', 'prefect', 'server', 'start', *sys.argv[2:]])\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
 )
 
 
-def _free_port() -> int:
+def tied_command(argv: list[str]) -> list[str]:
+    """``argv`` (its first item an absolute path) run so that it gets SIGTERM when this
+    process is gone, however it goes (``PR_SET_PDEATHSIG``, set before the exec).
+
+    Start it from the main thread: the kernel signals when the *thread* that started the
+    child ends."""
+    return [sys.executable, "-c", _LAUNCH, str(os.getpid()), *argv]
+
+
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -62,18 +71,18 @@ def prefect_api(startup_timeout: float = STARTUP_TIMEOUT) -> Iterator[str]:
         return
     home = Path(PREFECT_HOME.value()).expanduser()
     home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    parent = os.getpid()
     env = dict(os.environ, PREFECT_UI_ENABLED="false", PREFECT_SERVER_ANALYTICS_ENABLED="false")
     with (home / "scrapersky-server.lock").open("w") as lock, (home / "scrapersky-server.log").open("ab") as log:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one start, and its migrations, at a time
         server = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCH, str(parent), "--host", "127.0.0.1", "--port", str(port)],
+            tied_command([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                          "--port", str(port)]),
             env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )
         try:
-            _wait_healthy(server, url, startup_timeout, home / "scrapersky-server.log")
+            wait_healthy(server, url, startup_timeout, home / "scrapersky-server.log")
         except BaseException:
             _stop(server)
             raise
@@ -85,7 +94,7 @@ def prefect_api(startup_timeout: float = STARTUP_TIMEOUT) -> Iterator[str]:
         _stop(server)
 
 
-def _wait_healthy(server: subprocess.Popen, url: str, timeout: float, log: Path) -> None:
+def wait_healthy(server: subprocess.Popen, url: str, timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(trust_env=False, timeout=2.0) as client:
         while time.monotonic() < deadline:

@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from scrapersky.db.engine import Database
@@ -36,7 +36,9 @@ DEFAULT_TASK_PER_DOMAIN_MAX = 250
 class Settings(BaseSettings, BatchOptions):
     """Process-wide settings; the batch option fields are the defaults of every batch."""
 
-    model_config = SettingsConfigDict(env_prefix="SCRAPERSKY_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused value (a token list, a database URL) is never echoed.
+    model_config = SettingsConfigDict(env_prefix="SCRAPERSKY_", extra="ignore", frozen=True,
+                                      hide_input_in_errors=True)
 
     database_url: str = Field(
         DEFAULT_DATABASE_URL,
@@ -57,6 +59,12 @@ class Settings(BaseSettings, BatchOptions):
     # Network reach: the operator's, never a run parameter (see scrapersky/web/guard.py).
     connect_to: Annotated[tuple[str, ...], NoDecode] = ()
     allow_networks: Annotated[tuple[str, ...], NoDecode] = ()
+    # The HTTP API's callers (scrapersky/api/auth.py): static bearer tokens, each bound
+    # to its tenant ("TOKEN=TENANT_UUID", space- or comma-separated), and the secret of
+    # Supabase-style HS256 JWTs; the audience is checked only when set.
+    api_tokens: SecretStr = Field(SecretStr(""), repr=False)
+    jwt_secret: SecretStr | None = Field(None, repr=False)
+    jwt_audience: str | None = None
 
     @field_validator("connect_to", "allow_networks", mode="before")
     @classmethod
@@ -84,6 +92,16 @@ class Settings(BaseSettings, BatchOptions):
                 raise ValueError(f"SCRAPERSKY_ALLOW_NETWORKS: {exc}") from None
         return networks
 
+    @field_validator("api_tokens")
+    @classmethod
+    def _token_entries(cls, tokens: SecretStr) -> SecretStr:
+        _parse_api_tokens(tokens.get_secret_value())  # refused at start, never echoed
+        return tokens
+
+    def api_token_tenants(self) -> dict[str, UUID]:
+        """SCRAPERSKY_API_TOKENS as {token: tenant id}."""
+        return _parse_api_tokens(self.api_tokens.get_secret_value())
+
     def database(self) -> Database:
         return Database(self.database_url)
 
@@ -97,6 +115,21 @@ class Settings(BaseSettings, BatchOptions):
         values = self.model_dump(include=set(BatchOptions.model_fields))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return BatchOptions(**values)
+
+
+def _parse_api_tokens(text: str) -> dict[str, UUID]:
+    """``TOKEN=TENANT_UUID`` entries, space- or comma-separated. An error names the
+    entry by its position, never by its text (it holds a secret)."""
+    tenants: dict[str, UUID] = {}
+    for position, entry in enumerate(text.replace(",", " ").split(), start=1):
+        token, separator, tenant = entry.rpartition("=")
+        try:
+            if not separator or not token:
+                raise ValueError
+            tenants[token] = UUID(tenant)
+        except ValueError:
+            raise ValueError(f"SCRAPERSKY_API_TOKENS: entry {position} is not TOKEN=TENANT_UUID") from None
+    return tenants
 
 
 _current: ContextVar[Settings | None] = ContextVar("scrapersky_settings", default=None)

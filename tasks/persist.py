@@ -24,6 +24,7 @@ from scrapersky.db.schema import checked_schema
 from scrapersky.batch import BatchStatus, DomainOutcome
 
 __all__ = [
+    "recorded_domains",
     "open_batch",
     "save_progress",
     "persist_batch",
@@ -52,6 +53,12 @@ _database_task = dict(
     retry_condition_fn=_database_unreachable,
     cache_policy=NO_CACHE,
 )
+
+
+@task(name="recorded-domains", **_database_task)
+def recorded_domains(database: Database, *, batch_id: UUID, tenant_id: UUID) -> list[str]:
+    """The entries the batch was registered with (a batch submitted by reference)."""
+    return database.run(lambda session: batches.recorded_domains(session, batch_id, tenant_id))
 
 
 @task(name="open-batch", **_database_task)

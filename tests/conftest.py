@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(__file__))  # test helpers: pgbouncer, pooler
 
 if TYPE_CHECKING:
     from pgbouncer import PgBouncer
+    from stack import Stack
 
 #: The server the tests may create databases in (the machine's PostgreSQL).
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -135,3 +136,14 @@ def scratch_database() -> Iterator[str]:
         yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, pooled_url: str) -> Iterator[Stack]:
+    """One Prefect server, work pool, deployments and worker for the session (tests/stack.py):
+    test_deployments.py and test_api.py share it."""
+    from stack import running_stack
+
+    with running_stack(tmp_path_factory.mktemp("prefect-home"), tmp_path_factory.mktemp("prefect-logs"),
+                       pooled_url) as running:
+        yield running

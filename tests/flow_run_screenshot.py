@@ -1,4 +1,5 @@
-"""A flow run's page in the Prefect UI, opened on its Artifacts tab, as a PNG.
+"""A flow run's page in the Prefect UI, opened on its Artifacts tab, as a PNG; and
+``open_page()``, a headless Chromium page for other browser tests (tests/test_up.py).
 
 Drives headless Chromium (Debian's ``chromium``) over the DevTools protocol: open the
 page, wait for the run to load, click the "Artifacts" tab, wait for the given texts,
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from websockets.sync.client import connect
@@ -72,11 +75,9 @@ class _Page:
         self._socket.close()
 
 
-def capture(ui_url: str, flow_run_id: str, out: Path, *, expect: list[str], timeout: float = 60) -> str:
-    """Screenshot the run's Artifacts tab into ``out``; returns the page's visible text.
-
-    Waits until every string of ``expect`` is visible on the page.
-    """
+@contextmanager
+def open_page(*, window: str = "1400,1000", timeout: float = 30) -> Iterator[_Page]:
+    """A page of a fresh headless Chromium (its own profile), closed and stopped after."""
     binary = chromium()
     if binary is None:
         raise RuntimeError("chromium is not installed (apt-get install chromium)")
@@ -84,25 +85,15 @@ def capture(ui_url: str, flow_run_id: str, out: Path, *, expect: list[str], time
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         browser = subprocess.Popen(
             [binary, *CHROMIUM_FLAGS, f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
-             f"--user-data-dir={profile}", "--window-size=1400,1000", "about:blank"],
+             f"--user-data-dir={profile}", f"--window-size={window}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
-            targets = _targets(port, timeout=30)
+            targets = _targets(port, timeout=timeout)
             page = _Page(next(t for t in targets if t["type"] == "page")["webSocketDebuggerUrl"])
             try:
                 page.call("Page.enable")
-                page.call("Page.navigate", url=f"{ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}")
-                tab = "[...document.querySelectorAll('li.p-tab, [role=tab]')].find(e => e.textContent.trim() === 'Artifacts')"
-                page.wait_for(f"!!({tab})", timeout)
-                page.wait_for("document.body.innerText.includes('Completed') || document.body.innerText.includes('Failed')", timeout)
-                page.evaluate(f"({tab}).click()")
-                checks = " && ".join(f"document.body.innerText.includes({json.dumps(text)})" for text in expect)
-                page.wait_for(checks or "true", timeout)
-                time.sleep(1.0)  # let the cards finish drawing
-                shot = page.call("Page.captureScreenshot", format="png")
-                out.write_bytes(base64.b64decode(shot["data"]))
-                return str(page.evaluate("document.body.innerText"))
+                yield page
             finally:
                 page.close()
         finally:
@@ -111,6 +102,26 @@ def capture(ui_url: str, flow_run_id: str, out: Path, *, expect: list[str], time
                 browser.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 browser.kill()
+                browser.wait(timeout=10)
+
+
+def capture(ui_url: str, flow_run_id: str, out: Path, *, expect: list[str], timeout: float = 60) -> str:
+    """Screenshot the run's Artifacts tab into ``out``; returns the page's visible text.
+
+    Waits until every string of ``expect`` is visible on the page.
+    """
+    with open_page() as page:
+        page.call("Page.navigate", url=f"{ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}")
+        tab = "[...document.querySelectorAll('li.p-tab, [role=tab]')].find(e => e.textContent.trim() === 'Artifacts')"
+        page.wait_for(f"!!({tab})", timeout)
+        page.wait_for("document.body.innerText.includes('Completed') || document.body.innerText.includes('Failed')", timeout)
+        page.evaluate(f"({tab}).click()")
+        checks = " && ".join(f"document.body.innerText.includes({json.dumps(text)})" for text in expect)
+        page.wait_for(checks or "true", timeout)
+        time.sleep(1.0)  # let the cards finish drawing
+        shot = page.call("Page.captureScreenshot", format="png")
+        out.write_bytes(base64.b64decode(shot["data"]))
+        return str(page.evaluate("document.body.innerText"))
 
 
 def _targets(port: int, *, timeout: float) -> list[dict]:

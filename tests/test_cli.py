@@ -272,3 +272,39 @@ def test_two_commands_on_a_fresh_prefect_home_both_run(farm: Farm, tmp_path: Pat
         assert json.loads(out)["status"] == "completed"
         assert "Traceback" not in errors and "already exists" not in errors
     assert servers_of(Path(env["PREFECT_HOME"])) == []
+
+
+def test_a_batch_too_large_for_a_flow_parameter_runs_by_reference(
+    cli_env: dict[str, str], farm: Farm, tmp_path: Path
+) -> None:
+    """Red-team finding 9: thousands of URL-form entries (10,000 took 600 KB) or one 10 MB
+    line are more than Prefect's 512 KiB of flow-run parameters. The batch is registered
+    first and its run reads the recorded domains: it runs whole, nothing is echoed."""
+    cli_env["SCRAPERSKY_CONNECT_TO"] = " ".join(farm.connect_to())
+    cli_env["SCRAPERSKY_RETRIES"] = "0"
+    invalid = [f"https://www.invalid_label-{i:05d}.test/{'a/' * 150}page.html" for i in range(1_996)]
+    lines = ["ok-1.test", "https://OK-2.test/", *invalid, "ok-3.test", "x" * 10_000_000]
+    file = tmp_path / "large.txt"
+    file.write_text("\n".join(lines) + "\n")
+    assert len(json.dumps(lines[:-1])) > 600 * 1024  # each part alone is over what Prefect takes
+
+    scraped = scrapersky(cli_env, "scrape", "--file", str(file), "--json")
+
+    assert scraped.returncode == 0, scraped.stderr[-2000:]
+    assert len(scraped.stderr) < 2_000  # no traceback, no entry echoed
+    report = json.loads(scraped.stdout)
+    assert (report["status"], report["total_domains"]) == ("partial", 2_000)
+    assert (report["completed_domains"], report["failed_domains"]) == (3, 1_997)
+    statuses = report["domain_statuses"]
+    assert {d for d, e in statuses.items() if e["status"] == "completed"} == {"ok-1.test", "ok-2.test", "ok-3.test"}
+    assert {e["error_type"] for e in statuses.values() if e["status"] == "failed"} == {"invalid_domain"}
+    assert max(len(d) for d in statuses) <= 255 and max(len(e["error"]) for e in statuses.values() if e["error"]) < 1_000
+    assert report["metadata"]["input"]["submitted"] == 2_000  # the submission's counts, kept
+    assert len(scraped.stdout) < 12 * 1024 * 1024
+
+    # Resumed by id alone: the recorded domains, nothing fetched again.
+    hits = sum(farm.hits.values())
+    resumed = scrapersky(cli_env, "scrape", "--batch-id", report["batch_id"], "--json")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout)["completed_domains"] == 3
+    assert sum(farm.hits.values()) == hits
