@@ -22,6 +22,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ import yaml
 from scrapersky.batch import utcnow
 from scrapersky.db.engine import unit_of_work
 from scrapersky.farm import Farm
-from test_deployments import BIN, ROOT, Stack, _free_port, _stop, _wait_http
+from stack import BIN, ROOT, Stack, free_port, stop, wait_http
 
 #: The test's schedule and staleness (prefect.yaml: every 300 s; the default: 900 s).
 RECOVERY_INTERVAL = 5
@@ -48,9 +49,11 @@ CONCURRENCY = 4
 SAVED_BEFORE_KILL = 8
 
 
+@dataclass
 class TwoWorkers(Stack):
-    workers: dict[str, subprocess.Popen]
-    farm: Farm
+    """The session stack's shape (tests/stack.py), with two named workers."""
+
+    workers: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.api_url, trust_env=False, timeout=30)
@@ -61,7 +64,7 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory, pooled_url: str) -> It
     """Server, work pool, the deployments (recovery every RECOVERY_INTERVAL s), workers w1 and w2."""
     home = tmp_path_factory.mktemp("prefect-home")
     logs = tmp_path_factory.mktemp("takeover-logs")
-    port = _free_port()
+    port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     farm = Farm(latency=LATENCY)
     farm.__enter__()
@@ -93,9 +96,10 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory, pooled_url: str) -> It
 
     try:
         server = start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port))
-        _wait_http(f"{api_url}/health", 180, server)  # a fresh PREFECT_HOME migrates first
-        stack = TwoWorkers(api_url=api_url, ui_url=f"http://127.0.0.1:{port}", env=env,
-                           database_url=pooled_url, logs=logs)
+        wait_http(f"{api_url}/health", 180, server)  # a fresh PREFECT_HOME migrates first
+        stack = TwoWorkers(api_url=api_url, ui_url=f"http://127.0.0.1:{port}", env=env, database_url=pooled_url,
+                           logs=logs, farm=farm, processes=processes,
+                           stale_batch=None)  # type: ignore[arg-type]  # none inserted for this test
         created = stack.prefect("work-pool", "create", "scrapersky", "--type", "process", "--overwrite")
         assert created.returncode == 0, created.stdout + created.stderr
         # prefect.yaml as shipped, but the recovery runs every RECOVERY_INTERVAL s.
@@ -108,12 +112,11 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory, pooled_url: str) -> It
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         stack.workers = {name: start(name, "worker", "start", "--pool", "scrapersky", "--name", name, "--limit", "4")
                          for name in ("w1", "w2")}
-        stack.farm = farm
         yield stack
     finally:
         for process in reversed(processes):
             if process.poll() is None:
-                _stop(process)
+                stop(process)
         farm.__exit__(None, None, None)
 
 
