@@ -43,7 +43,7 @@ STALE_AFTER = 20
 #: Domains of the batch: each page is served after LATENCY s, CONCURRENCY at a time,
 #: so the batch lasts long enough to be killed in the middle.
 DOMAINS = [f"site-{i}.test" for i in range(100)]
-LATENCY = 1.0
+LATENCY = 1.5
 CONCURRENCY = 4
 #: Outcomes saved before the kill, at least.
 SAVED_BEFORE_KILL = 8
@@ -215,18 +215,24 @@ def test_sigkilled_worker_batch_is_finished_through_the_other_worker(two_workers
             dead_run = _owner(stack.database_url, batch_id)
             saved = [d for d, (_, outcome) in _rows(stack.database_url, batch_id).items() if outcome]
             if dead_run and len(saved) >= SAVED_BEFORE_KILL:
-                runs = {name: _flow_run_pids(worker) for name, worker in stack.workers.items()}
-                victim = next((name for name, found in runs.items() if dead_run in found), None)
-                # Kill when the victim runs the batch alone and every recovery run pending
-                # or running is visibly the other worker's: a recovery run killed with the
-                # victim would hold the deployment's one slot (CANCEL_NEW) until its lease
-                # expires (300 s), and the schedule's runs would all be cancelled meanwhile.
-                if victim and set(runs[victim]) == {dead_run}:
-                    survivor_runs = set(runs[next(name for name in runs if name != victim)])
-                    if {run["id"] for run in _active_recovery_runs(api)} <= survivor_runs:
-                        break
-            assert len(saved) < len(DOMAINS) - 10, "the batch ran to its end before the kill"
-            time.sleep(0.3)
+                break
+            time.sleep(0.5)
+        # Recovery runs came and went while the batch lived (every RECOVERY_INTERVAL s)
+        # and left it alone. A recovery run killed with the victim would hold the
+        # deployment's one slot (CANCEL_NEW) until its lease expires (300 s): the
+        # schedule is paused until none is pending or running, and resumed after the kill.
+        recovery_deployment = api.get("/deployments/name/recover-stale-batches/recover-stale-batches").json()["id"]
+        assert api.post(f"/deployments/{recovery_deployment}/pause_deployment").status_code < 300
+        deadline = time.monotonic() + 60
+        while True:  # until no recovery run is pending or running, nor in the victim's tree
+            runs = {name: _flow_run_pids(worker) for name, worker in stack.workers.items()}
+            victim = next((name for name, found in runs.items() if dead_run in found), None)
+            if victim and set(runs[victim]) == {dead_run} and not _active_recovery_runs(api):
+                break
+            assert time.monotonic() < deadline, f"recovery runs still active: {runs}\n{stack.tail()}"
+            time.sleep(0.2)
+        saved = [d for d, (_, outcome) in _rows(stack.database_url, batch_id).items() if outcome]
+        assert len(saved) < len(DOMAINS) - 10, "the batch ran to its end before the kill"
 
         worker = stack.workers[victim]
         survivor = next(name for name in stack.workers if name != victim)
@@ -245,6 +251,7 @@ def test_sigkilled_worker_batch_is_finished_through_the_other_worker(two_workers
         killed_at, hits_at_kill = utcnow(), farm.hits
         worker.wait(timeout=10)
         assert _all_gone(tree, timeout=10), tree
+        assert api.post(f"/deployments/{recovery_deployment}/resume_deployment").status_code < 300
         print(f"killed {victim} (pid {worker.pid}) and flow run {dead_run} (group {flow_group}) "
               f"at {time.monotonic() - started:.1f} s")
 
