@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 
-.PHONY: install demo test
+.PHONY: install demo test soak
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,3 +19,8 @@ test: install
 	bash tests/services.sh
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest
+
+# The soak test (tests/test_soak.py, minutes long): deselected by `make test`.
+soak: install
+	bash tests/services.sh
+	$(VENV)/bin/pytest -m soak tests/test_soak.py

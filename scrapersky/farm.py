@@ -31,6 +31,8 @@ Hostile ones, for the failure tests (each bounded in bytes and time):
     reset-*        a connection reset in the middle of the body
     robots-*       a robots.txt that disallows everything
     delay-*        the homepage after 0.2 s (a batch that takes a while)
+    giantmeta-*    a 3.5 MB head: megabytes of title, description and og:* values
+    hang-*         accepts the request, answers nothing (for 60 s at most)
 
 Domains under ``.refused.test`` get "connection refused"; under ``.selfsigned.test``
 a TLS server with a self-signed certificate answers on 443. Port 443 is refused for
@@ -56,7 +58,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .farm_pages import homepage, site_page, site_page_size, site_title
+from .farm_pages import giant_meta_page, homepage, site_page, site_page_size, site_title
 
 HUGE_PAGE_BYTES = 50 * 1024 * 1024
 BOMB_BYTES = 1024 * 1024 * 1024
@@ -382,6 +384,12 @@ class Farm:
         else:
             await out.send(200, homepage(host))
 
+    async def _giantmeta(self, out: _Response, name: str, host: str, path: str, hits: int) -> None:
+        await out.send(200, giant_meta_page())
+
+    async def _hang(self, out: _Response, name: str, host: str, path: str, hits: int) -> None:
+        await asyncio.sleep(60)
+
     async def _reset(self, out: _Response, name: str, host: str, path: str, hits: int) -> None:
         await out.head(200, "text/html", 100_000)
         await out.write(homepage(host)[:300])
@@ -395,6 +403,7 @@ _HOSTILE = {
     "slowheaders-": Farm._slowheaders, "trickle-": Farm._trickle, "bomb-": Farm._bomb, "huge-": Farm._huge,
     "tolocal-": Farm._tolocal, "dribble-": Farm._dribble, "binaryhtml-": Farm._binaryhtml, "badcharset-": Farm._badcharset,
     "ratelimited-": Farm._ratelimited, "robots-": Farm._robots, "reset-": Farm._reset,
+    "giantmeta-": Farm._giantmeta, "hang-": Farm._hang,
 }
 
 

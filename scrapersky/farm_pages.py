@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from functools import cache
 
-__all__ = ["homepage", "site_page", "site_page_size", "site_title"]
+__all__ = ["giant_meta_page", "homepage", "site_page", "site_page_size", "site_title"]
 
 
 def homepage(host: str) -> bytes:
@@ -26,6 +26,16 @@ def homepage(host: str) -> bytes:
 </head>
 <body><h1>{name}</h1><p>Welcome to {host}.</p></body>
 </html>""".encode()
+
+
+@cache
+def giant_meta_page() -> bytes:
+    """A 3.5 MB head of giant values (``giantmeta-*``): a 1.5 MB title with markup, a
+    1 MB description and 1 MB of og:* values; made once per process."""
+    og = "".join(f"<meta property='og:k{i}' content='{'v' * 10_000}'>" for i in range(100))
+    return (f"<html><head><title>{'<b>giant</b> ' * 115_000}</title>"
+            f"<meta name='description' content='{'D ' * 500_000}'>{og}</head>"
+            "<body><p>a page of giant values</p></body></html>").encode()
 
 
 # --------------------------------------------------------------------------- site-<i>
