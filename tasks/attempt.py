@@ -25,6 +25,23 @@ from scrapersky.web.guard import Reach
 __all__ = ["scrape_page", "scrape_with_retries", "scrape_many", "outcome_from_error", "start_worker", "jitter"]
 
 
+#: Extractions at once in one process. Extraction is CPU work under the GIL: more threads
+#: at it finish no sooner and only add their parse trees (several times a page's size)
+#: to memory, so a process's fetch threads take turns at it (one process a core).
+EXTRACTIONS_AT_ONCE = 1
+_extracting = threading.BoundedSemaphore(EXTRACTIONS_AT_ONCE)
+#: After a page this large, the memory its parse freed is handed back to the system.
+_TRIM_AFTER_BYTES = 1_000_000
+
+
+def _extract(page):
+    with _extracting:
+        metadata = extract_metadata(page.body, page.headers, page.url)
+        if len(page.body) >= _TRIM_AFTER_BYTES and _libc is not None:
+            _libc.malloc_trim(0)
+        return metadata
+
+
 def scrape_page(domain: str, fetcher: Fetcher, *, attempt: int = 1) -> DomainOutcome:
     """One attempt at a domain: fetch its homepage (meta refreshes followed), extract."""
     started_at = utcnow()
@@ -32,12 +49,12 @@ def scrape_page(domain: str, fetcher: Fetcher, *, attempt: int = 1) -> DomainOut
     try:
         fetch = fetcher.start(domain)  # one deadline, one redirect budget for the chain
         page = fetch.homepage()
-        metadata = extract_metadata(page.body, page.headers, page.url)
+        metadata = _extract(page)
         # A <meta http-equiv=refresh> is a redirect too: followed within the same fetch
         # (fetch.follow raises TooManyRedirects when the budget is spent).
         while metadata.refresh_url and metadata.refresh_url != page.url:
             page = fetch.follow(metadata.refresh_url)
-            metadata = extract_metadata(page.body, page.headers, page.url)
+            metadata = _extract(page)
     except DomainError as error:
         error.attempts = attempt
         error.started_at = started_at
@@ -96,6 +113,7 @@ def start_worker(parent: int, options: BatchOptions, reach: Reach) -> None:
     fetching, for good)."""
     global _worker_fetcher
     _worker_fetcher = Fetcher(options, reach)
+    _few_malloc_arenas()
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -103,6 +121,29 @@ def start_worker(parent: int, options: BatchOptions, reach: Reach) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _glibc():
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - both there: glibc
+        return libc
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return None
+
+
+_libc = _glibc()
+
+
+def _few_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread that allocates its own malloc arena (up to 8 per core),
+    and freed memory stays in them: a worker's fetch threads held 3x the memory they use
+    (the soak test: 760-920 MB a worker process, 272-286 MB with two arenas). Two serve
+    them as well (MALLOC_ARENA_MAX, set from inside the process)."""
+    if _libc is not None:
+        _libc.mallopt(-8, arenas)  # M_ARENA_MAX
 
 
 def outcome_from_error(domain: str, error: BaseException) -> DomainOutcome:
