@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
-from sqlalchemy import case, func, insert, select, text, update
+from sqlalchemy import case, exists, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -487,12 +487,17 @@ class StaleBatch:
 
 
 async def stale_batches(session: AsyncSession, *, stale_after: float) -> list[StaleBatch]:
-    """Batches pending or running with no update for ``stale_after`` seconds."""
+    """Batches pending or processing with no update for ``stale_after`` seconds.
+
+    Ours only: every batch this system registers or opens records its domains in
+    domain_results. Rows another writer left pending or processing (ScraperSky's old
+    service) have none and nothing to resume: they are left as they are."""
     cutoff = utcnow() - timedelta(seconds=stale_after)
+    ours = exists().where(DomainResult.batch_id == BatchJob.batch_id)
     rows = (
         await session.scalars(
             select(BatchJob).where(
-                BatchJob.status.in_(ACTIVE_STATUS_WORDS), BatchJob.updated_at < cutoff
+                BatchJob.status.in_(ACTIVE_STATUS_WORDS), BatchJob.updated_at < cutoff, ours
             )
         )
     ).all()

@@ -109,7 +109,7 @@ def recover_stale_batches(
             domains=batch.domains,
             tenant_id=batch.tenant_id,
             batch_id=batch.batch_id,
-            options=BatchOptions(**batch.options) if batch.options else None,
+            options=BatchOptions.from_stored(batch.options) if batch.options else None,
         )
         batch_scrape(request, return_state=True)
         summary["resumed"].append(str(batch.batch_id))

@@ -122,6 +122,12 @@ class BatchOptions(BaseModel):
         False, description="Check robots.txt first; a disallowed homepage is robots_disallowed."
     )
 
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any]) -> BatchOptions:
+        """The options a batch_jobs row keeps: the keys other writers put beside ours
+        (the old API's ``max_pages``, ScraperSky's ``max_concurrent``) are not options."""
+        return cls(**{key: value for key, value in stored.items() if key in cls.model_fields})
+
 
 #: What one domain's outcome may store. PostgreSQL refuses NUL (and lone surrogates,
 #: which are not UTF-8) in text and jsonb; a batch must never fail on one bad string.

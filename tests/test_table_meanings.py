@@ -184,3 +184,42 @@ def test_rows_scrapersky_wrote_read_right(scrapersky_table: str) -> None:
 
     report = asyncio.run(read(working))
     assert (report.status, report.progress) == ("processing", 0.5)
+
+
+def test_recovery_resumes_our_stale_batch_and_leaves_scrapersky_stale_rows_alone(
+    scrapersky_table: str, prefect_api: str, farm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch the API registered (``max_pages`` among its options) and lost is resumed;
+    a row ScraperSky's old service left ``processing`` (its options ``max_concurrent``,
+    no recorded domains) is not ours to resume and stays as it was."""
+    from scrapersky.flows.recover_stale_batches import recover_stale_batches
+
+    url = scrapersky_table
+    monkeypatch.setenv("DATABASE_URL", url)
+    ours, theirs = uuid.uuid4(), uuid.uuid4()
+    batch = NewBatch.of(ours, TENANT, plan_domains(["ok-1.test", "ok-2.test"], max_batch_size=10),
+                        BatchOptions(retries=0), created_by=USER, extra_options={"max_pages": 1000})
+
+    async def setup() -> None:
+        database = Database(url)
+        async with database.session() as session:
+            await batches.register_batch(session, batch, schema=await checked_schema(session))
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.execute(
+                "INSERT INTO batch_jobs (id_uuid, tenant_id, processor_type, status, total_domains, progress,"
+                " batch_metadata, options, batch_id) VALUES ($1::uuid, $2, 'domain_batch', 'processing', 3, 0.0,"
+                " '{\"domain_count\": 3}'::jsonb, '{\"max_concurrent\": 5}'::jsonb, $1::uuid)", theirs, TENANT)
+            await connection.execute("UPDATE batch_jobs SET updated_at = now() - interval '2 hours'")
+        finally:
+            await connection.close()
+
+    asyncio.run(setup())
+    before = asyncio.run(_sql(url, "SELECT t::text FROM batch_jobs t WHERE batch_id = $1", theirs))
+
+    summary = recover_stale_batches(stale_after=60)
+
+    assert summary == {"resumed": [str(ours)], "failed": []}
+    report = asyncio.run(Database(url).call(lambda s: batches.get_batch_status(s, ours, TENANT)))
+    assert (report.status, report.completed_domains, report.created_by) == ("completed", 2, USER)
+    assert asyncio.run(_sql(url, "SELECT t::text FROM batch_jobs t WHERE batch_id = $1", theirs)) == before
