@@ -30,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from scrapersky.db.batches import BatchStatusReport
 
+from ..batch import BatchStatus
+
 __all__ = [
     "ROUTER_PREFIX",
     "MAX_DOMAIN_CHARS",
@@ -54,22 +56,16 @@ MAX_DOMAIN_CHARS = 2_048
 
 DomainEntry = Annotated[str, StringConstraints(max_length=MAX_DOMAIN_CHARS)]
 
-_LEGACY_STATUS = {
-    "pending": "pending",
-    "processing": "processing",
-    "running": "processing",
-    "completed": "completed",
-    "complete": "completed",
-    "partial": "completed",
-    "failed": "failed",
-    "error": "failed",
-    "cancelled": "failed",
-}
+#: Where the old routes' words differ from ours (older stored words are read first).
+_OLD_ROUTE_WORDS = {BatchStatus.PARTIAL: "completed", BatchStatus.CANCELLED: "failed"}
 
 
 def legacy_status(status: str) -> str:
     """The old API's word for a batch status (an unknown word is passed on as it is)."""
-    return _LEGACY_STATUS.get(str(status), str(status))
+    ours = BatchStatus.read(str(status))
+    if ours is None:
+        return str(status)
+    return _OLD_ROUTE_WORDS.get(ours, ours.value)
 
 
 def legacy_error(status: str, error: str | None) -> str | None:
