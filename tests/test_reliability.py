@@ -178,7 +178,7 @@ def test_sigkill_halfway_then_the_recovery_flow_fetches_nothing_recorded_again(
 def insert_batch(batch_id: uuid.UUID, *, flow_run_id: str, metadata: dict | None = None, age: float = 0.0) -> None:
     from datetime import timedelta
 
-    from scrapersky.db.models import BatchJob
+    from scrapersky.db.models import BatchJob, DomainResult
     from scrapersky.batch import utcnow
 
     async def insert() -> None:
@@ -188,6 +188,8 @@ def insert_batch(batch_id: uuid.UUID, *, flow_run_id: str, metadata: dict | None
                 batch_metadata={"flow_run_id": flow_run_id, **(metadata or {})}, options={},
                 total_domains=1, updated_at=utcnow() - timedelta(seconds=age), start_time=utcnow(),
             ))
+            # Its domain, recorded as every batch of ours records its domains.
+            session.add(DomainResult(batch_id=batch_id, domain="ok-1.test"))
 
     asyncio.run(insert())
 
