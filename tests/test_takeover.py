@@ -190,6 +190,17 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
+def _post(api: httpx.Client, path: str, seconds: float = 30.0) -> httpx.Response:
+    """A POST to the Prefect API, tried again while the server answers 503 (its SQLite
+    database busy, as it is right after a SIGKILL of a worker), for ``seconds`` at most."""
+    deadline = time.monotonic() + seconds
+    while True:
+        response = api.post(path)
+        if response.status_code != 503 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.5)
+
+
 def _active_recovery_runs(api: httpx.Client) -> list[dict[str, Any]]:
     body = {"deployments": {"name": {"any_": ["recover-stale-batches"]}},
             "flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING"]}}}}
@@ -222,7 +233,7 @@ def test_sigkilled_worker_batch_is_finished_through_the_other_worker(two_workers
         # deployment's one slot (CANCEL_NEW) until its lease expires (300 s): the
         # schedule is paused until none is pending or running, and resumed after the kill.
         recovery_deployment = api.get("/deployments/name/recover-stale-batches/recover-stale-batches").json()["id"]
-        assert api.post(f"/deployments/{recovery_deployment}/pause_deployment").status_code < 300
+        assert _post(api, f"/deployments/{recovery_deployment}/pause_deployment").status_code < 300
         deadline = time.monotonic() + 60
         while True:  # until no recovery run is pending or running, nor in the victim's tree
             runs = {name: _flow_run_pids(worker) for name, worker in stack.workers.items()}
@@ -251,7 +262,7 @@ def test_sigkilled_worker_batch_is_finished_through_the_other_worker(two_workers
         killed_at, hits_at_kill = utcnow(), farm.hits
         worker.wait(timeout=10)
         assert _all_gone(tree, timeout=10), tree
-        assert api.post(f"/deployments/{recovery_deployment}/resume_deployment").status_code < 300
+        assert _post(api, f"/deployments/{recovery_deployment}/resume_deployment").status_code < 300
         print(f"killed {victim} (pid {worker.pid}) and flow run {dead_run} (group {flow_group}) "
               f"at {time.monotonic() - started:.1f} s")
 
