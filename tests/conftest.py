@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -139,11 +141,32 @@ def scratch_database() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, pooled_url: str) -> Iterator[Stack]:
+def migrated_prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A fresh PREFECT_HOME whose server database is already migrated: each call gives a
+    new directory holding a copy of one database migrated once for the session (a
+    migration costs 20+ s; the servers of the session stack, `scrapersky up` and the
+    takeover test each start on a copy). Tests of a fresh home's first start use
+    tmp_path instead."""
+    from stack import migrated_database
+
+    template = migrated_database(tmp_path_factory.mktemp("prefect-home-template"))
+
+    def fresh(name: str) -> Path:
+        home = tmp_path_factory.mktemp(name)
+        shutil.copyfile(template, home / template.name)
+        return home
+
+    return fresh
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, pooled_url: str, migrated_prefect_home: Callable[[str], Path]
+) -> Iterator[Stack]:
     """One Prefect server, work pool, deployments and worker for the session (tests/stack.py):
     test_deployments.py and test_api.py share it."""
     from stack import running_stack
 
-    with running_stack(tmp_path_factory.mktemp("prefect-home"), tmp_path_factory.mktemp("prefect-logs"),
+    with running_stack(migrated_prefect_home("prefect-home"), tmp_path_factory.mktemp("prefect-logs"),
                        pooled_url) as running:
         yield running

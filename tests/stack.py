@@ -131,6 +131,20 @@ def insert_stale_batch(database_url: str, domains: list[str]) -> uuid.UUID:
     return batch_id
 
 
+def migrated_database(home: Path) -> Path:
+    """Prefect's server database in ``home``, migrated to this Prefect's head (as a
+    server's first start would); its path."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")} | {
+        "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+    }
+    upgraded = subprocess.run([str(BIN / "prefect"), "server", "database", "upgrade", "-y"], env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    database = home / "prefect.db"
+    assert database.is_file(), sorted(home.iterdir())
+    return database
+
+
 @contextmanager
 def running_stack(home: Path, logs: Path, pooled_url: str) -> Iterator[Stack]:
     """Server, work pool, deployments (the recovery one every 15 s) and a worker; every

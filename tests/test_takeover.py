@@ -21,7 +21,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -60,9 +60,11 @@ class TwoWorkers(Stack):
 
 
 @pytest.fixture
-def two_workers(tmp_path_factory: pytest.TempPathFactory, pooled_url: str) -> Iterator[TwoWorkers]:
+def two_workers(
+    tmp_path_factory: pytest.TempPathFactory, pooled_url: str, migrated_prefect_home: Callable[[str], Path]
+) -> Iterator[TwoWorkers]:
     """Server, work pool, the deployments (recovery every RECOVERY_INTERVAL s), workers w1 and w2."""
-    home = tmp_path_factory.mktemp("prefect-home")
+    home = migrated_prefect_home("prefect-home")
     logs = tmp_path_factory.mktemp("takeover-logs")
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
@@ -96,7 +98,7 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory, pooled_url: str) -> It
 
     try:
         server = start("server", "server", "start", "--host", "127.0.0.1", "--port", str(port))
-        wait_http(f"{api_url}/health", 180, server)  # a fresh PREFECT_HOME migrates first
+        wait_http(f"{api_url}/health", 180, server)
         stack = TwoWorkers(api_url=api_url, ui_url=f"http://127.0.0.1:{port}", env=env, database_url=pooled_url,
                            logs=logs, farm=farm, processes=processes,
                            stale_batch=None)  # type: ignore[arg-type]  # none inserted for this test

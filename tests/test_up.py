@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +88,7 @@ class Up:
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+def up(tmp_path_factory: pytest.TempPathFactory, migrated_prefect_home: Callable[[str], Path]) -> Iterator[Up]:
     """`scrapersky up` on free ports, ready (it printed its URLs)."""
     name = f"scrapersky_up_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
@@ -97,6 +97,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     asyncio.run(Database(database_url).upgrade())  # as an operator would: db upgrade
     tenant = uuid.uuid4()
     home = tmp_path_factory.mktemp("up-home")
+    prefect_home = migrated_prefect_home("up-prefect-home")
     api_port, ui_port = _free_port(), _free_port()
     farm = Farm()
     farm.__enter__()
@@ -111,11 +112,11 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(
             [str(BIN / "scrapersky"), "up", "--api-port", str(api_port), "--ui-port", str(ui_port),
-             "--prefect-home", str(home / "prefect")],
+             "--prefect-home", str(prefect_home)],
             env=env, cwd=home, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
         )
     stack = Up(process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ui_port}", tenant, database_url, farm,
-               out, err, home / "prefect")
+               out, err, prefect_home)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while "ready" not in out.read_text(errors="replace"):
