@@ -31,7 +31,11 @@ def page(head: str = "", body: str = "") -> str:
         (page("<meta property='og:site_name' content='Site'>").replace("<title>t", "<title>Headline — Site"), "Headline"),
         # an og:title that is only a prefix of a longer phrase is no suffix to drop
         (page("<meta property='og:title' content='Acme'>").replace("<title>t", "<title>Acme Tools"), "Acme Tools"),
-        (page("<meta property='og:title' content='Other'>").replace("<title>t", "<title>Mine"), "Mine"),
+        # where they disagree, og:title is the headline the page chose (issue 15)
+        (page("<meta property='og:title' content='Other'>").replace("<title>t", "<title>Mine"), "Other"),
+        # ... unless it is only the site's name
+        (page("<meta property='og:title' content='Site'><meta property='og:site_name' content='Site'>")
+         .replace("<title>t", "<title>Mine"), "Mine"),
     ],
 )
 def test_title_without_the_appended_site_name(html: str, title: str) -> None:
@@ -164,14 +168,19 @@ def test_json_ld_is_read_tolerantly(blocks: list[str]) -> None:
 @pytest.mark.parametrize(
     ("body", "logo"),
     [
-        ("<img class='site-logo' src='/a.png'><img src='/b.png'>", "https://www.example.de/a.png"),
-        ("<img id='logo' src='//cdn.example.de/l.png'>", "https://cdn.example.de/l.png"),
-        ("<img alt='Example Logo' src='l.png'>", "https://www.example.de/l.png"),
-        ("<img src='/img/company-logo.svg'>", "https://www.example.de/img/company-logo.svg"),
-        ("<img src='/photo.jpg' alt='team'>", None),
+        # the logo <img> of the header, the navigation or the link home
+        ("<header><img class='site-logo' src='/a.png'><img src='/b.png'></header>", "https://www.example.de/a.png"),
+        ("<div id='header'><img id='logo' src='//cdn.example.de/l.png'></div>", "https://cdn.example.de/l.png"),
+        ("<nav><a href='/'><img alt='Example Logo' src='l.png'></a></nav>", "https://www.example.de/l.png"),
+        ("<a href='https://www.example.de/'><img src='/img/company-logo.svg'></a>",
+         "https://www.example.de/img/company-logo.svg"),
+        ("<main><img itemprop='logo' src='/brand.png'></main>", "https://www.example.de/brand.png"),
+        # not a picture that merely says "logo" elsewhere (a client's, a partner's)
+        ("<main><img class='client-logo' src='/acme.png'></main>", None),
+        ("<header><img src='/photo.jpg' alt='team'></header>", None),
     ],
 )
-def test_logo_from_an_image_that_says_so(body: str, logo: str | None) -> None:
+def test_logo_from_the_header_image_that_says_so(body: str, logo: str | None) -> None:
     assert meta(page(body=body)).logo_url == logo
 
 
