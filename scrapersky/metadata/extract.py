@@ -68,13 +68,11 @@ _CONTACT_HREF = re.compile(
 )
 _LOGO = re.compile(r"logo", re.IGNORECASE)
 _SIZES = re.compile(r"(\d{1,5})\s*[xX×]\s*\d{1,5}")
-#: Where a site's own logo <img> sits: the header, the navigation, the link home.
-_HEADER_IMAGES = etree.XPath(
-    "//img[@itemprop='logo'] | //header//img | //nav//img"
-    " | //*[contains(@id, 'header') or contains(@class, 'header') or contains(@id, 'masthead')"
-    " or contains(@class, 'masthead') or contains(@class, 'navbar') or contains(@class, 'brand')]//img"
-    " | //a[@href='/' or @href=$home or @href=$home_slash]//img"
-)
+#: Where a site's own logo <img> sits: the header, the navigation (or a container
+#: whose id or class says so), the link home.
+_HEADER_TAGS = frozenset(("header", "nav"))
+_HEADER_WORDS = re.compile(r"header|masthead|navbar|brand", re.IGNORECASE)
+_MAX_ANCESTORS = 40
 
 
 class _Find:
@@ -192,13 +190,23 @@ class _Body:
 
     @cached_property
     def header_logo(self) -> str | None:
+        """The first <img itemprop=logo>, or <img> saying "logo" (class, id, alt or file
+        name) inside the header, the navigation or the link home."""
         if self.doc is None:
             return None
-        images = islice(_HEADER_IMAGES(self.doc, home=self._home, home_slash=self._home.rstrip("/")), 50)
-        for img in images:
-            if img.get("itemprop") == "logo" or _is_logo(img):
+        for img in islice(self.doc.iter("img"), _MAX_ELEMENTS):
+            if img.get("itemprop") == "logo" or (_is_logo(img) and self._in_header(img)):
                 return img.get("src") or img.get("data-src")
         return None
+
+    def _in_header(self, element: Any) -> bool:
+        homes = ("/", self._home, self._home.rstrip("/"))
+        for ancestor in islice(element.iterancestors(), _MAX_ANCESTORS):
+            if ancestor.tag in _HEADER_TAGS or (ancestor.tag == "a" and ancestor.get("href") in homes):
+                return True
+            if _HEADER_WORDS.search(f"{ancestor.get('id') or ''} {ancestor.get('class') or ''}"):
+                return True
+        return False
 
     @cached_property
     def video_poster(self) -> str | None:
