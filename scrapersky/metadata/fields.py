@@ -99,23 +99,22 @@ def title(tag_title: str | None, meta: Meta, entity: PageEntity, body: BodyHints
        b. a site name before a separator plus the og:title ("Blog: Headline"),
        c. the og:title plus a site name joined by a word ("Headline on Vimeo"),
        d. the og:title cut short by the page ("... Customer Data in"),
-       e. no headline at all (``_no_headline``: a tweet page's numeric status id),
        or an older or SEO headline. Except when the og:title is only the site's
        name (og:site_name), or only the first words of the <title> with no
        separator after them ("Acme" in "Acme Tools": a brand, not a headline).
     2. Else the <title> as written, without a " <sep> og:site_name" suffix.
-    3. When the <title> names nothing and no og:title stands in: twitter:title,
-       meta title, hdl, dc.title, itemprop headline, JSON-LD name/headline of the
-       page's entity, the first non-empty <h1>, an element whose class says it is
-       the entry's or post's title, the first <h2>.
+    3. When the <title> names nothing (``_no_headline``: empty, a bare host name, a
+       tweet page's numeric status id): og:title, twitter:title, meta title, hdl,
+       dc.title, itemprop headline, JSON-LD name/headline of the page's entity, the
+       first non-empty <h1>, an element whose class says it is the entry's or
+       post's title, the first <h2>.
     """
     og = meta.get("og:title") or meta.get("twitter:title")
     site = meta.get("og:site_name")
-    if not _no_headline(tag_title):
-        assert tag_title is not None
+    if tag_title and not _no_headline(tag_title):
         if og and og != tag_title and og != site and not _no_headline(og):
             if not _SPACES.sub("", tag_title).startswith(_SPACES.sub("", og)):
-                return og  # b., d., e. and a different headline
+                return og  # b., d. and a different headline
             rest = tag_title[len(og):] if tag_title.startswith(og) else None
             if rest is not None and (_SEPARATOR.match(rest) or _JOINED_SITE.match(rest)
                                      or (rest[:1].isspace() and _ANY_SEPARATOR.search(rest))):
