@@ -330,6 +330,14 @@ def _download(source: Source, into: Path) -> Path:
     return artifact
 
 
+def _converter_digest() -> str:
+    """Which conversion made a copy: a copy made by other converters is made again."""
+    digest = hashlib.sha256()
+    for path in (Path(__file__), Path(__file__).with_name("corpora_page_metadata_parser.js")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:80]
 
@@ -357,6 +365,7 @@ def _write(source: Source, cases: list[dict[str, Any]], unpacked: Path, target: 
     (target / "SOURCE.json").write_text(json.dumps({
         "package": source.spec, "tool": source.tool, "artifact": source.artifact,
         "sha256": source.sha256, "licence": source.licence, "cases": len(cases),
+        "converter": _converter_digest(),
     }, indent=1), encoding="utf-8")
 
 
@@ -364,8 +373,10 @@ def fetch(source: Source, root: Path) -> Path:
     """``root/<name>``, fetched and converted unless a complete copy of this pin is there."""
     target = root / source.name
     marker = target / "SOURCE.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("sha256") == source.sha256:
-        return target
+    if marker.is_file():
+        made = json.loads(marker.read_text())
+        if (made.get("sha256"), made.get("converter")) == (source.sha256, _converter_digest()):
+            return target
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as scratch:
         scratch_dir = Path(scratch)
