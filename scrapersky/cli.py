@@ -279,8 +279,15 @@ def extract(
     settings = _settings(connect_to=tuple(connect_to) if connect_to else None)
     try:
         if source.lower().startswith(("http://", "https://")):
+            from urllib.parse import urlsplit
+
             from .web import Fetcher
 
+            try:
+                if not urlsplit(source).hostname or urlsplit(source).port == 0:
+                    raise ValueError("no host")
+            except ValueError as error:
+                raise _fail(f"not a URL: {source} ({error})", 2) from None
             with Fetcher(settings.batch_options(), settings.reach()) as fetcher:
                 try:
                     page = fetcher.follow(source)
@@ -304,6 +311,8 @@ def extract(
         print(metadata.model_dump_json(indent=2))
         return
     table = Table(show_header=False, box=None)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # URLs whole, to copy
     for name in ("title", "description", "site_name", "language", "canonical_url", "image",
                  "logo_url", "favicon_url", "keywords", "emails", "phones", "social_links"):
         value = getattr(metadata, name)

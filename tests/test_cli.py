@@ -333,6 +333,7 @@ def test_extract_a_saved_page_a_url_and_bad_input(farm: Farm, tmp_path: Path) ->
     for args, code, words in [
         (["extract", str(tmp_path / "missing.html")], 2, "no such file"),
         (["extract", str(tmp_path)], 2, "no such file"),
+        (["extract", "https://[::1"], 2, "not a URL"),
         # the address guard applies: loopback is refused before any connection
         (["extract", "http://127.0.0.1:9/"], 1, "blocked_address"),
     ]:
