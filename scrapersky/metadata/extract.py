@@ -4,8 +4,9 @@
 cheaply: the head in full (it is small and holds most metadata), and the body through
 ``_BodyScan``, a Beautiful Soup element filter that builds only the few tags metadata
 needs (contact and social links, logo images, JSON-LD, late meta tags) while every
-other tag streams past it once for tech-stack evidence. Each field's fallbacks are
-commented where they are chosen.
+other tag streams past it once for tech-stack evidence. Which signal decides title,
+description, site name, image, logo and favicon is in ``fields.py`` (ordered and
+commented); this module reads the signals, and the body only when a field asks.
 
 Hostile pages cost bounded work: every walk over the page's elements, links, scripts
 and text stops at a cap (the ``_MAX_*`` constants below, ``contacts`` for text scans),
