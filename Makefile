@@ -18,6 +18,7 @@ demo: install
 test: install
 	bash tests/services.sh
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/python tests/corpora.py  # the third-party metadata corpora, pinned (.corpora/)
 	$(VENV)/bin/pytest
 
 # The soak test (tests/test_soak.py, minutes long): deselected by `make test`.

@@ -261,6 +261,70 @@ def scrape(
                options=options, as_json=as_json)
 
 
+@app.command()
+def extract(
+    source: Annotated[str, typer.Argument(help="A saved HTML page (a file), or one http(s) URL.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole SiteMetadata as JSON.")] = False,
+    url: Annotated[Optional[str], typer.Option("--url", help="A saved page's address, for its relative links (default: its own canonical URL or og:url).")] = None,
+    connect_to: Annotated[Optional[list[str]], typer.Option("--connect-to", help="HOST1:PORT1:HOST2:PORT2, repeatable (env SCRAPERSKY_CONNECT_TO).")] = None,
+) -> None:
+    """Extract the site metadata of one saved page or one URL, as a batch does.
+
+    A URL is fetched by the batch's fetcher: the same address guard (no private
+    network), timeouts, redirect and size limits. Exit 2 for bad input (no such file,
+    not a page, not an http(s) URL), 1 when the fetch fails."""
+    from .errors import DomainError
+    from .metadata import extract_metadata
+
+    settings = _settings(connect_to=tuple(connect_to) if connect_to else None)
+    try:
+        if source.lower().startswith(("http://", "https://")):
+            from urllib.parse import urlsplit
+
+            from .web import Fetcher
+
+            try:
+                if not urlsplit(source).hostname or urlsplit(source).port == 0:
+                    raise ValueError("no host")
+            except ValueError as error:
+                raise _fail(f"not a URL: {source} ({error})", 2) from None
+            with Fetcher(settings.batch_options(), settings.reach()) as fetcher:
+                try:
+                    page = fetcher.follow(source)
+                except DomainError as error:
+                    raise _fail(f"{error.error_type}: {error}", 1) from None
+            metadata = extract_metadata(page.body, page.headers, page.url)
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise _fail(f"no such file: {source} (give a saved HTML page or an http(s) URL)", 2)
+            body = path.read_bytes()
+            headers = {"content-type": "text/html"}  # the charset: the page's own, or detected
+            metadata = extract_metadata(body, headers, url or path.resolve().as_uri())
+            own = metadata.canonical_url or metadata.open_graph.get("og:url")
+            if url is None and own and own.lower().startswith(("http://", "https://")):
+                metadata = extract_metadata(body, headers, own)  # its relative links, resolved
+    except (ValueError, OSError, ScraperSkyError) as exc:
+        message = f"{exc.error_type}: {exc}" if isinstance(exc, ScraperSkyError) else str(exc)
+        raise _fail(message, 2) from None
+    if as_json:
+        print(metadata.model_dump_json(indent=2))
+        return
+    table = Table(show_header=False, box=None)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # URLs whole, to copy
+    for name in ("title", "description", "site_name", "language", "canonical_url", "image",
+                 "logo_url", "favicon_url", "keywords", "emails", "phones", "social_links"):
+        value = getattr(metadata, name)
+        if value:
+            table.add_row(name, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    stack = [t.name for category in ("cms", "builders_plugins", "analytics", "frameworks", "widgets")
+             for t in getattr(metadata.tech_stack, category)]
+    if stack:
+        table.add_row("tech_stack", ", ".join(stack))
+    out.print(table)
+
+
 def _entries(domains: list[str] | None, file: Path | None, *, required: bool = True) -> list[str]:
     entries = list(domains or [])
     if file is not None:

@@ -170,3 +170,13 @@ def stack(
     with running_stack(migrated_prefect_home("prefect-home"), tmp_path_factory.mktemp("prefect-logs"),
                        pooled_url) as running:
         yield running
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 (pytest's hook)
+    """The per-field accuracy table of the metadata corpora, when test_corpus ran."""
+    test_corpus = sys.modules.get("test_corpus")
+    if test_corpus is not None and test_corpus.SCORES:
+        from corpus import table
+
+        terminalreporter.section("metadata accuracy per corpus (correct/compared)")
+        terminalreporter.write_line(table(test_corpus.SCORES))

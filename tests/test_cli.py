@@ -308,3 +308,39 @@ def test_a_batch_too_large_for_a_flow_parameter_runs_by_reference(
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads(resumed.stdout)["completed_domains"] == 3
     assert sum(farm.hits.values()) == hits
+
+
+def test_extract_a_saved_page_a_url_and_bad_input(farm: Farm, tmp_path: Path) -> None:
+    env = dict(os.environ)
+    saved = tmp_path / "page.html"
+    saved.write_text(
+        "<html><head><title>Acme Tools | Acme</title><meta property='og:title' content='Acme Tools'>"
+        "<link rel='canonical' href='https://acme.example/'><link rel='apple-touch-icon' href='/touch.png'>"
+        "</head><body></body></html>", encoding="utf-8")
+    found = scrapersky(env, "extract", str(saved), "--json")
+    assert found.returncode == 0, found.stderr
+    meta = json.loads(found.stdout)
+    # relative links resolved against the page's own canonical URL
+    assert (meta["title"], meta["logo_url"]) == ("Acme Tools", "https://acme.example/touch.png")
+    assert "Acme Tools" in scrapersky(env, "extract", str(saved)).stdout
+
+    # a URL goes through the batch's fetcher (here routed to the local farm)
+    fetched = scrapersky(env, "extract", "http://ok-7.test/", "--json",
+                         "--connect-to", farm.connect_to()[0])
+    assert fetched.returncode == 0, fetched.stderr
+    assert json.loads(fetched.stdout)["title"] and farm.hits["ok-7.test"] == 1
+
+    for args, code, words in [
+        (["extract", str(tmp_path / "missing.html")], 2, "no such file"),
+        (["extract", str(tmp_path)], 2, "no such file"),
+        (["extract", "https://[::1"], 2, "not a URL"),
+        # the address guard applies: loopback is refused before any connection
+        (["extract", "http://127.0.0.1:9/"], 1, "blocked_address"),
+    ]:
+        run = scrapersky({k: v for k, v in env.items() if k != "SCRAPERSKY_CONNECT_TO"}, *args)
+        assert run.returncode == code, (args, run.stdout, run.stderr)
+        assert run.stderr.startswith("error:") and words in run.stderr and run.stderr.count("\n") == 1, run.stderr
+    empty = tmp_path / "empty.html"
+    empty.write_bytes(b"  ")
+    run = scrapersky(env, "extract", str(empty))
+    assert run.returncode == 2 and run.stderr.startswith("error: empty_body"), run.stderr

@@ -31,7 +31,11 @@ def page(head: str = "", body: str = "") -> str:
         (page("<meta property='og:site_name' content='Site'>").replace("<title>t", "<title>Headline — Site"), "Headline"),
         # an og:title that is only a prefix of a longer phrase is no suffix to drop
         (page("<meta property='og:title' content='Acme'>").replace("<title>t", "<title>Acme Tools"), "Acme Tools"),
-        (page("<meta property='og:title' content='Other'>").replace("<title>t", "<title>Mine"), "Mine"),
+        # where they disagree, og:title is the headline the page chose (issue 15)
+        (page("<meta property='og:title' content='Other'>").replace("<title>t", "<title>Mine"), "Other"),
+        # ... unless it is only the site's name
+        (page("<meta property='og:title' content='Site'><meta property='og:site_name' content='Site'>")
+         .replace("<title>t", "<title>Mine"), "Mine"),
     ],
 )
 def test_title_without_the_appended_site_name(html: str, title: str) -> None:
@@ -164,14 +168,19 @@ def test_json_ld_is_read_tolerantly(blocks: list[str]) -> None:
 @pytest.mark.parametrize(
     ("body", "logo"),
     [
-        ("<img class='site-logo' src='/a.png'><img src='/b.png'>", "https://www.example.de/a.png"),
-        ("<img id='logo' src='//cdn.example.de/l.png'>", "https://cdn.example.de/l.png"),
-        ("<img alt='Example Logo' src='l.png'>", "https://www.example.de/l.png"),
-        ("<img src='/img/company-logo.svg'>", "https://www.example.de/img/company-logo.svg"),
-        ("<img src='/photo.jpg' alt='team'>", None),
+        # the logo <img> of the header, the navigation or the link home
+        ("<header><img class='site-logo' src='/a.png'><img src='/b.png'></header>", "https://www.example.de/a.png"),
+        ("<div id='header'><img id='logo' src='//cdn.example.de/l.png'></div>", "https://cdn.example.de/l.png"),
+        ("<nav><a href='/'><img alt='Example Logo' src='l.png'></a></nav>", "https://www.example.de/l.png"),
+        ("<a href='https://www.example.de/'><img src='/img/company-logo.svg'></a>",
+         "https://www.example.de/img/company-logo.svg"),
+        ("<main><img itemprop='logo' src='/brand.png'></main>", "https://www.example.de/brand.png"),
+        # not a picture that merely says "logo" elsewhere (a client's, a partner's)
+        ("<main><img class='client-logo' src='/acme.png'></main>", None),
+        ("<header><img src='/photo.jpg' alt='team'></header>", None),
     ],
 )
-def test_logo_from_an_image_that_says_so(body: str, logo: str | None) -> None:
+def test_logo_from_the_header_image_that_says_so(body: str, logo: str | None) -> None:
     assert meta(page(body=body)).logo_url == logo
 
 
@@ -318,3 +327,134 @@ def test_emails_found_around_each_at_sign_are_those_of_a_full_scan(text: str) ->
     text = text.replace("x", "example.com ")
     full_scan = [_valid_email(m.group(1), m.group(2)) for m in _EMAIL.finditer(text)]
     assert emails_in(text) == [email for email in full_scan if email]
+
+
+# --------------------------------------------------------------------------------------
+# Issue 15: each bug seen on third-party pages, from a minimal snippet
+# --------------------------------------------------------------------------------------
+
+
+def doc(head: str = "", body: str = "") -> str:
+    """A page whose <title> (if any) is in ``head``."""
+    return f"<html><head>{head}</head><body>{body}</body></html>"
+
+
+def ld(data: dict) -> str:
+    return f'<script type="application/ld+json">{json.dumps(data)}</script>'
+
+
+def og(name: str, value: str) -> str:
+    return f"<meta property='og:{name}' content='{value}'>"
+
+
+@pytest.mark.parametrize(
+    ("html", "title"),
+    [
+        pytest.param(doc("<title>1467641543</title>" + og("title", "Jack on Twitter: just setting up")),
+                     "Jack on Twitter: just setting up", id="tweet-title-is-a-status-id"),
+        pytest.param(doc("<title>How Segment Keeps Customer Data in</title>"
+                         + og("title", "How Segment Keeps Customer Data in Sync Across Tools")),
+                     "How Segment Keeps Customer Data in Sync Across Tools", id="title-cut-short-by-the-page"),
+        pytest.param(doc("<title>Google Cloud Platform Blog: Bigtable is here</title>" + og("title", "Bigtable is here")),
+                     "Bigtable is here", id="site-name-prefix"),
+        pytest.param(doc("<title>Staff Picks Winners on Vimeo</title>" + og("title", "Staff Picks Winners")),
+                     "Staff Picks Winners", id="site-name-suffix-joined-by-a-word"),
+        pytest.param(doc("<title></title>", "<nav>Menu</nav><h1>The only headline</h1><p>text</p>"),
+                     "The only headline", id="empty-title-only-h1"),
+        pytest.param(doc("<title>example.com</title>", "<h1>Welcome to Example</h1>"),
+                     "Welcome to Example", id="title-is-a-bare-host-name"),
+        pytest.param(doc("", "<h1><div>Kicker</div><div>Main headline</div></h1>"),
+                     "Kicker Main headline", id="h1-block-children-are-words"),
+        pytest.param(doc("", ld({"@type": "NewsArticle", "headline": "From JSON-LD"})),
+                     "From JSON-LD", id="json-ld-headline"),
+        pytest.param(doc("<meta name='dc.title' content='Dublin Core'>"), "Dublin Core", id="dc-title"),
+        # kept: a <title> that only continues the og:title's words (a brand as og:title)
+        pytest.param(doc("<title>Acme Tools for Makers</title>" + og("title", "Acme")),
+                     "Acme Tools for Makers", id="og-title-is-a-brand-prefix"),
+    ],
+)
+def test_title_bugs(html: str, title: str) -> None:
+    assert meta(html).title == title
+
+
+@pytest.mark.parametrize(
+    ("html", "logo"),
+    [
+        pytest.param(doc("<link rel='icon' href='/favicon-16.png' sizes='16x16'>"
+                         "<link rel='apple-touch-icon' href='/touch.png'>"),
+                     "https://www.example.de/touch.png", id="apple-touch-icon-over-a-16px-favicon"),
+        pytest.param(doc("<link rel='icon' href='/s.png' sizes='16x16'><link rel='icon' href='/l.png' sizes='192x192'>"
+                         "<link rel='icon' href='/m.png' sizes='32x32'>"),
+                     "https://www.example.de/l.png", id="largest-declared-icon"),
+        pytest.param(doc("<link rel='apple-touch-icon' href='/touch.png'>"
+                         + ld({"@type": "Article", "publisher": {"@type": "Organization", "name": "P",
+                                                                  "logo": {"@type": "ImageObject", "url": "/pub.png"}}})),
+                     "https://www.example.de/pub.png", id="json-ld-publisher-logo-first"),
+        pytest.param(doc("<link rel='icon' href='/favicon.ico'>", "<header><a href='/'><img class='logo' src='/mark.svg'></a></header>"),
+                     "https://www.example.de/mark.svg", id="header-logo-over-a-tab-icon"),
+        pytest.param(doc("", "<header><img src='/mark.svg' class='brand'></header><main><img class='logo' src='/client.png'></main>"),
+                     None, id="not-a-random-img-with-logo-in-its-class"),
+        pytest.param(doc("<link rel='shortcut icon' href='/favicon.ico'>"),
+                     "https://www.example.de/favicon.ico", id="a-tab-icon-as-the-last-resort"),
+        pytest.param(doc(), None, id="never-a-guessed-favicon"),
+    ],
+)
+def test_logo_bugs(html: str, logo: str | None) -> None:
+    assert meta(html).logo_url == logo
+
+
+def test_logo_and_favicon_are_two_fields() -> None:
+    found = meta(doc("<link rel='icon' href='/tab.ico'><link rel='apple-touch-icon' href='/mark.png' sizes='180x180'>"))
+    assert (found.favicon_url, found.logo_url) == ("https://www.example.de/tab.ico", "https://www.example.de/mark.png")
+
+
+@pytest.mark.parametrize(
+    ("html", "site_name"),
+    [
+        pytest.param(doc("<title>t</title>" + ld({"@type": "NewsArticle", "publisher": {"@type": "Organization", "name": "The Daily"}})),
+                     "The Daily", id="json-ld-publisher-name"),
+        pytest.param(doc("<title>t</title>" + ld({"@type": "WebSite", "name": "Example Site"})), "Example Site", id="json-ld-website-name"),
+        pytest.param(doc("<title>t</title><meta name='application-name' content='Example App'>"), "Example App", id="application-name"),
+        pytest.param(doc("<title>Headline | The Site</title>" + og("title", "Headline")), "The Site", id="title-suffix"),
+        pytest.param(doc("<title>Winners on Vimeo</title>" + og("title", "Winners")), "Vimeo", id="title-suffix-joined-by-a-word"),
+        pytest.param(doc("<title>t</title><meta property='article:publisher' content='https://www.facebook.com/x'>"),
+                     None, id="not-a-publisher-url"),
+    ],
+)
+def test_site_name_signals(html: str, site_name: str | None) -> None:
+    assert meta(html).site_name == site_name
+
+
+@pytest.mark.parametrize(
+    ("html", "image"),
+    [
+        pytest.param(doc("<meta name='twitter:image:src' content='/tw.jpg'>"), "https://www.example.de/tw.jpg", id="twitter-image-src"),
+        pytest.param(doc("<link rel='image_src' href='/src.jpg'>"), "https://www.example.de/src.jpg", id="link-image-src"),
+        pytest.param(doc(ld({"@type": "Article", "image": "/ld.jpg"})), "https://www.example.de/ld.jpg", id="json-ld-image-string"),
+        pytest.param(doc(ld({"@type": "Article", "image": {"@type": "ImageObject", "url": "/obj.jpg"}})),
+                     "https://www.example.de/obj.jpg", id="json-ld-image-object"),
+        pytest.param(doc(ld({"@type": "Article", "image": [{"url": "/a.jpg"}, "/b.jpg"]})),
+                     "https://www.example.de/a.jpg", id="json-ld-image-list"),
+        pytest.param(doc("", "<video poster='/poster.jpg'></video>"), "https://www.example.de/poster.jpg", id="video-poster"),
+        pytest.param(doc("", "<img src='/icon.png' width='32'><img src='/hero.jpg' width='1200' height='600'>"),
+                     "https://www.example.de/hero.jpg", id="first-large-content-image"),
+        pytest.param(doc("", "<img src='/small.jpg' width='120'>"), None, id="no-small-image"),
+    ],
+)
+def test_image_fallbacks(html: str, image: str | None) -> None:
+    assert meta(html).image == image
+
+
+@pytest.mark.parametrize(
+    ("html", "description"),
+    [
+        pytest.param(doc(ld({"@type": "Article", "description": "From JSON-LD"})), "From JSON-LD", id="json-ld-description"),
+        pytest.param(doc("", "<nav><p>Home About Contact Careers Blog Pricing Documentation Support Login</p></nav>"
+                             "<p>Short.</p><p>We make tools that help small shops keep their books in order, every day.</p>"),
+                     "We make tools that help small shops keep their books in order, every day.", id="first-real-paragraph"),
+        pytest.param(doc("<meta name='description' content='Meta first'>", "<p>" + "word " * 30 + "</p>"),
+                     "Meta first", id="meta-before-paragraph"),
+    ],
+)
+def test_description_fallbacks(html: str, description: str | None) -> None:
+    assert meta(html).description == description

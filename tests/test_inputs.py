@@ -89,7 +89,7 @@ def test_a_batch_with_nul_in_an_entry_and_in_a_page_is_recorded_on_postgres(
     def homepage(host: str) -> bytes:
         if host.startswith("nul-"):
             return (b"<html><head><title>Nul\x00 title</title><meta name='description' content='a\x00b'>"
-                    b"<meta property='og:title' content='o\x00g'></head><body>hello\x00</body></html>")
+                    b"<meta property='og:title' content='Nul\x00 title'></head><body>hello\x00</body></html>")
         return real(host)
 
     monkeypatch.setattr(scrapersky.farm, "homepage", homepage)

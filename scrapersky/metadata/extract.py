@@ -4,8 +4,9 @@
 cheaply: the head in full (it is small and holds most metadata), and the body through
 ``_BodyScan``, a Beautiful Soup element filter that builds only the few tags metadata
 needs (contact and social links, logo images, JSON-LD, late meta tags) while every
-other tag streams past it once for tech-stack evidence. Each field's fallbacks are
-commented where they are chosen.
+other tag streams past it once for tech-stack evidence. Which signal decides title,
+description, site name, image, logo and favicon is in ``fields.py`` (ordered and
+commented); this module reads the signals, and the body only when a field asks.
 
 Hostile pages cost bounded work: every walk over the page's elements, links, scripts
 and text stops at a cap (the ``_MAX_*`` constants below, ``contacts`` for text scans),
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from functools import cached_property
 from itertools import islice
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -28,7 +30,9 @@ from lxml import etree
 from scrapersky.errors import EmptyBody, NotHTML
 
 from .contacts import SOCIAL_HREF_MARKERS, email_from_mailto, emails_in, phone_from_tel, phones_in, region_hint, social_profile
-from .structured_data import Organization, json_ld_items, organization_in, website_name_in
+from . import fields
+from .fields import Icon
+from .structured_data import Organization, json_ld_items, organization_in, page_entity_in
 from .site_metadata import LIMITS, SiteMetadata, clean_text
 from .tech_stack import Evidence
 
@@ -64,6 +68,36 @@ _CONTACT_HREF = re.compile(
     r"^\s*(?:mailto:|tel:)|" + "|".join(re.escape(marker) for marker in SOCIAL_HREF_MARKERS), re.IGNORECASE
 )
 _LOGO = re.compile(r"logo", re.IGNORECASE)
+_SIZES = re.compile(r"(\d{1,5})\s*[xX×]\s*\d{1,5}")
+#: Where a site's own logo <img> sits: the header, the navigation (or a container
+#: whose id or class says so), the link home.
+_HEADER_TAGS = frozenset(("header", "nav"))
+_HEADER_WORDS = re.compile(r"header|masthead|navbar|brand", re.IGNORECASE)
+_MAX_ANCESTORS = 40
+
+
+class _Find:
+    """One query, for the head soup (CSS) and the body tree (XPath)."""
+
+    def __init__(self, css: str, xpath: str) -> None:
+        self.css, self.xpath = css, etree.XPath(xpath)
+
+
+_H1 = _Find("h1", "//h1")
+_H2 = _Find("h2", "//h2")
+_TITLE_CLASS = _Find(
+    ".entry-title, .post-title, .article-title",
+    "//*[contains(concat(' ', normalize-space(@class), ' '), ' entry-title ')"
+    " or contains(concat(' ', normalize-space(@class), ' '), ' post-title ')"
+    " or contains(concat(' ', normalize-space(@class), ' '), ' article-title ')]",
+)
+#: Tags whose text is a block of its own: their words are not joined to the next ones.
+_BLOCKS = frozenset("address article aside blockquote br dd div dl dt figcaption figure footer form h1 h2 "
+                    "h3 h4 h5 h6 header hr li main nav ol p pre section table td th tr ul".split())
+#: Where a paragraph is no content: the page's frame around it.
+_FRAME = frozenset(("header", "footer", "nav", "aside", "form", "noscript", "template", "button"))
+_PARAGRAPH_MIN_CHARS = 60  # a "real" paragraph: a sentence or more, not a caption or a date
+_LARGE_IMAGE_PX = 300
 _REFRESH = re.compile(r"^\s*\d+(?:\.\d*)?\s*[;,]\s*(?:url\s*=\s*)?['\"]?([^'\"\s][^'\"]*)", re.IGNORECASE)
 
 
@@ -79,8 +113,10 @@ class _Body:
     # (an app's root element) and scripts. Looking only there keeps this walk short.
     _ROOT_MARKERS = ("ng-version", "data-reactroot", "data-v-app", "data-server-rendered")
 
-    def __init__(self, html: str, evidence: Evidence) -> None:
+    def __init__(self, html: str, evidence: Evidence, *, home: str = "", head: Any = None) -> None:
         self.doc = None
+        self._home = home
+        self._head = head  # the head soup: a page without a head end has its h1 there
         if not html.strip():
             return
         try:
@@ -133,6 +169,73 @@ class _Body:
         hrefs = (anchor.get("href") for anchor in islice(self.doc.iter("a"), _MAX_ANCHORS))
         return list(islice((href for href in hrefs if href and _CONTACT_HREF.search(href)), _MAX_CONTACT_LINKS))
 
+    # The hints of fields.BodyHints: each is read only when a field asks for it.
+
+    @cached_property
+    def headline(self) -> str | None:
+        """The first non-empty <h1>, else an element whose class names the entry's title
+        (WordPress's entry-title, post-title, article-title), else the first <h2>; block
+        children are separate words ("<div>Kicker</div><div>Headline</div>"), inline
+        ones are not."""
+        for find in (_H1, _TITLE_CLASS, _H2):
+            if self._head is not None:
+                for tag in islice(self._head.select(find.css), 20):
+                    text = _text(tag.get_text(" "))
+                    if text:
+                        return text
+            for element in islice(find.xpath(self.doc), 20) if self.doc is not None else ():
+                text = _text(_block_text(element))
+                if text:
+                    return text
+        return None
+
+    @cached_property
+    def header_logo(self) -> str | None:
+        """The first <img itemprop=logo>, or <img> saying "logo" (class, id, alt or file
+        name) inside the header, the navigation or the link home."""
+        if self.doc is None:
+            return None
+        for img in islice(self.doc.iter("img"), _MAX_ELEMENTS):
+            if img.get("itemprop") == "logo" or (_is_logo(img) and self._in_header(img)):
+                return img.get("src") or img.get("data-src")
+        return None
+
+    def _in_header(self, element: Any) -> bool:
+        homes = ("/", self._home, self._home.rstrip("/"))
+        for ancestor in islice(element.iterancestors(), _MAX_ANCESTORS):
+            if ancestor.tag in _HEADER_TAGS or (ancestor.tag == "a" and ancestor.get("href") in homes):
+                return True
+            if _HEADER_WORDS.search(f"{ancestor.get('id') or ''} {ancestor.get('class') or ''}"):
+                return True
+        return False
+
+    @cached_property
+    def video_poster(self) -> str | None:
+        if self.doc is None:
+            return None
+        return next((v.get("poster") for v in islice(self.doc.iter("video"), 20) if v.get("poster")), None)
+
+    @cached_property
+    def large_image(self) -> str | None:
+        if self.doc is None:
+            return None
+        for img in islice(self.doc.iter("img"), _MAX_ELEMENTS):
+            if _pixels(img.get("width")) >= _LARGE_IMAGE_PX and not _is_logo(img):
+                return img.get("src") or img.get("data-src")
+        return None
+
+    @cached_property
+    def first_paragraph(self) -> str | None:
+        if self.doc is None:
+            return None
+        for paragraph in islice(self.doc.iter("p"), 200):
+            if any(a.tag in _FRAME for a in islice(paragraph.iterancestors(), 50)):
+                continue
+            text = _text(_block_text(paragraph))
+            if text and len(text) >= _PARAGRAPH_MIN_CHARS and " " in text:
+                return text
+        return None
+
     def text(self) -> str:
         """The body's visible text (capped), where addresses and numbers are written.
 
@@ -149,6 +252,29 @@ def _head_end(html: str) -> int | None:
         if match.group("end"):
             return match.start()
     return None
+
+
+def _block_text(element: Any) -> str:
+    """An lxml element's text, a space where a block element starts or ends (bounded)."""
+    parts: list[str] = []
+    size = 0
+    for event, node in etree.iterwalk(element, events=("start", "end")):
+        if not isinstance(node.tag, str):
+            continue
+        if node.tag in _BLOCKS and node is not element:
+            parts.append(" ")
+        text = node.text if event == "start" else (node.tail if node is not element else None)
+        if text:
+            parts.append(text)
+            size += len(text)
+            if size > _RAW_TEXT:
+                break
+    return "".join(parts)
+
+
+def _pixels(value: str | None) -> int:
+    match = re.match(r"\s*(\d{1,5})\s*(?:px)?\s*$", value or "")
+    return int(match.group(1)) if match else 0
 
 
 def _observe(evidence: Evidence, name: str, attrs: Mapping[str, Any]) -> None:
@@ -175,7 +301,9 @@ def extract_metadata(body: bytes, headers: Mapping[str, str], url: str) -> SiteM
     end = _head_end(html)
     split = _head_split(html, end if end is not None else len(html))
     head = BeautifulSoup(html[:split], "lxml")
-    body = _Body(_bounded_body(html, split), evidence)
+    parts = urlsplit(url)
+    body = _Body(_bounded_body(html, split), evidence, home=f"{parts.scheme}://{parts.netloc}/",
+                 head=head if end is None else None)
     head_tags: dict[str, list[Tag]] = {}
     for tag in head.find_all(True):
         head_tags.setdefault(tag.name, []).append(tag)
@@ -211,29 +339,29 @@ def extract_metadata(body: bytes, headers: Mapping[str, str], url: str) -> SiteM
     if end is None:  # no body of its own: the head soup holds the page's text
         texts.append(clean_text(" ".join(islice(head.find_all(string=True), _MAX_ELEMENTS))[:_TEXT_LIMIT]))
     host = urlsplit(url).hostname
-    favicon, guessed = _favicon(find_all("link", href=True), base)
+    icons = _icons(find_all("link", href=True), base)
+    favicon = fields.favicon(icons)
     titles = list(find_all("title"))
+    # <title> through get_text(): .string is None as soon as the title has markup.
+    tag_title = next((t for t in (_clean_title(tag) for tag in titles[:5]) if t), None)
+    entity = page_entity_in(items)
+    title = fields.title(tag_title, meta, entity, body)
 
     return SiteMetadata(
-        # <title> through get_text(): .string is None as soon as the title has markup.
-        title=_title(_clean_title(titles[0] if titles else None), meta),
-        description=meta.get("description")
-        or meta.get("og:description")
-        or meta.get("twitter:description"),
+        # Each field's signals, in order, are in fields.py.
+        title=title,
+        description=fields.description(meta, entity, body),
         keywords=_keywords(meta.get("keywords")),
         language=language,
+        # <link rel=canonical>, og:url, twitter:url.
         canonical_url=absolute(_link_href(find_all("link", href=True), "canonical"))
-        or absolute(meta.get("og:url")),
-        site_name=meta.get("og:site_name")
-        or website_name_in(items)
-        or (organization.name if organization else None)
-        or meta.get("application-name"),
-        image=absolute(meta.get("og:image") or meta.get("og:image:url") or meta.get("twitter:image")),
-        favicon_url=favicon,
-        favicon_guessed=guessed,
-        # JSON-LD's logo first; then an <img> whose class, id, alt or file says "logo".
-        logo_url=absolute(organization.logo if organization else None)
-        or absolute(next((_attr(img, "src") for img in find_all("img") if _is_logo(img)), None)),
+        or absolute(meta.get("og:url"))
+        or absolute(meta.get("twitter:url")),
+        site_name=fields.site_name(meta, items, organization, tag_title, title),
+        image=absolute(fields.image(meta, _link_href(find_all("link", href=True), "image_src"), entity, body)),
+        favicon_url=favicon or urljoin(base, "/favicon.ico"),
+        favicon_guessed=favicon is None,
+        logo_url=absolute(fields.logo(organization, meta, icons, body)),
         open_graph=meta.with_prefix("og:"),
         twitter_card=meta.with_prefix("twitter:"),
         organization=organization,
@@ -334,29 +462,6 @@ def _text_of(element: Any) -> str:
     return element.get_text() if isinstance(element, Tag) else "".join(element.itertext())
 
 
-_TITLE_SEPARATOR = re.compile(r"^\s*(?:[|\-–—:·•»/~]|::)\s*\S")
-
-
-def _title(tag_title: str | None, meta: _Meta) -> str | None:
-    """<title>, without the site name the page appends to it; og:title when there is none.
-
-    "Headline | Site" with og:title "Headline" gives "Headline"; so does
-    "Headline - Site" with og:site_name "Site". Otherwise the <title> as written.
-    """
-    og_title = meta.get("og:title") or meta.get("twitter:title")
-    if not tag_title:
-        return og_title
-    if og_title and tag_title != og_title and tag_title.startswith(og_title):
-        if _TITLE_SEPARATOR.match(tag_title[len(og_title):]):
-            return og_title
-    site_name = meta.get("og:site_name")
-    if site_name and tag_title.endswith(site_name) and len(tag_title) > len(site_name):
-        head = tag_title[: -len(site_name)].rstrip()
-        if head and head[-1] in "|-–—:·•»/~":
-            return head[:-1].rstrip() or tag_title
-    return tag_title
-
-
 def _clean_title(tag: Any) -> str | None:
     if tag is None:
         return None
@@ -436,22 +541,17 @@ def _absolute(link: str | None, base: str) -> str | None:
     return resolved if urlsplit(resolved).scheme in ("http", "https") else None
 
 
-def _favicon(links: Iterable[Tag], base: str) -> tuple[str | None, bool]:
-    # Declared icons first ("icon", "shortcut icon"), then apple-touch-icon, then the
-    # conventional /favicon.ico, which is a guess and says so.
-    icons: list[Tag] = []
-    touch: list[Tag] = []
-    for tag in links:
-        rels = _rels(tag)
-        if "icon" in rels:
-            icons.append(tag)
-        elif any(rel.startswith("apple-touch-icon") for rel in rels):
-            touch.append(tag)
-    for tag in icons + touch:
-        href = _absolute(_attr(tag, "href"), base)
+def _icons(links: Iterable[Tag], base: str) -> list[Icon]:
+    """The declared icons (any rel token that is or ends in "icon"), absolute, with the
+    largest width their ``sizes`` declares."""
+    icons = []
+    for tag in islice(links, _MAX_ELEMENTS):
+        rels = tuple(r for r in _rels(tag) if r == "icon" or r.endswith(("-icon", "-icon-precomposed")))
+        href = _absolute(_attr(tag, "href"), base) if rels else None
         if href:
-            return href, False
-    return urljoin(base, "/favicon.ico"), True
+            widths = [int(w) for w in _SIZES.findall(_attr(tag, "sizes") or "")]
+            icons.append(Icon(rels, href, max(widths, default=0)))
+    return icons
 
 
 def _is_logo(img: Tag) -> bool:

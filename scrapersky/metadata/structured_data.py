@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["Organization", "json_ld_items", "organization_in", "website_name_in"]
+__all__ = ["Organization", "PageEntity", "json_ld_items", "organization_in", "page_entity_in",
+           "publisher_name_in", "website_name_in"]
 
 _WRAPPERS = re.compile(r"^\s*(?:<!--|//\s*<!\[CDATA\[|<!\[CDATA\[)|(?:-->|//\s*\]\]>|\]\]>)\s*$")
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
@@ -131,3 +132,61 @@ def website_name_in(items: list[dict[str, Any]]) -> str | None:
             if name:
                 return name
     return None
+
+
+def publisher_name_in(items: list[dict[str, Any]]) -> str | None:
+    """The name of the first ``publisher`` an item names (an object or a list of them)."""
+    for item in items:
+        publisher = item.get("publisher")
+        if isinstance(publisher, list):
+            publisher = next((p for p in publisher if isinstance(p, dict)), None)
+        if isinstance(publisher, dict):
+            name = publisher.get("name")
+            if isinstance(name, str) and name.strip():
+                return name.strip()
+    return None
+
+
+class PageEntity(BaseModel):
+    """What JSON-LD says about the page itself (an Article, a WebPage, a Product...)."""
+
+    title: str | None = None
+    description: str | None = None
+    image: str | None = None
+
+
+#: Items that describe something else than the page: its site, its owner, a person,
+#: a picture, a navigation aid.
+_NOT_THE_PAGE = {"WebSite", "Person", "ImageObject", "BreadcrumbList", "ListItem", "SearchAction",
+                 "SiteNavigationElement", "WPHeader", "WPFooter", "ContactPoint", "PostalAddress"}
+
+
+def _image(value: Any, depth: int = 0) -> str | None:
+    """A JSON-LD image: a URL string, an ImageObject (url / contentUrl), or a list."""
+    if depth > 3:
+        return None
+    if isinstance(value, list):
+        return next((found for v in value[:20] if (found := _image(v, depth + 1))), None)
+    if isinstance(value, dict):
+        return _image(value.get("url") or value.get("contentUrl"), depth + 1)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def page_entity_in(items: list[dict[str, Any]]) -> PageEntity:
+    """The first item about the page (not its site, organization or a person): its
+    headline or name, description and image. Empty when there is none."""
+    for item in items:
+        types = _types(item)
+        if not types or types & _NOT_THE_PAGE or _is_organization(item):
+            continue
+        headline, name = item.get("headline"), item.get("name")
+        title = next((v.strip() for v in (name, headline) if isinstance(v, str) and v.strip()), None)
+        description = item.get("description")
+        return PageEntity(
+            title=title,
+            description=description.strip() if isinstance(description, str) and description.strip() else None,
+            image=_image(item.get("image") or item.get("thumbnailUrl")),
+        )
+    return PageEntity()
