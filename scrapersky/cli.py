@@ -491,7 +491,8 @@ def recover(
     """Run the recovery flow once: batches whose run is gone are resumed here, or failed."""
     from scrapersky.flows.recover_stale_batches import recover_stale_batches
 
-    with _prefect(), configured(_settings()):
+    settings = _settings()
+    with _prefect(), configured(settings):
         state = recover_stale_batches(stale_after=stale_after, max_attempts=max_attempts, return_state=True)
     if not state.is_completed():
         raise _fail(state.message or "the recovery flow failed", 1)

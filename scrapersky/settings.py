@@ -138,7 +138,10 @@ class Settings(BaseSettings, BatchOptions):
 def _problem(error: Any) -> str:
     """One refused setting as a reader wants it: ``SCRAPERSKY_TENANT_ID: not a valid UUID``."""
     name = str(error["loc"][0]) if error["loc"] else ""
-    variable = "DATABASE_URL" if name == "database_url" else f"SCRAPERSKY_{name.upper()}" if name else "settings"
+    if name.lower() in ("database_url", "scrapersky_database_url"):
+        variable = "DATABASE_URL"
+    else:
+        variable = f"SCRAPERSKY_{name.upper()}" if name else "settings"
     message = str(error["msg"]).removeprefix("Value error, ")
     return message if message.startswith(variable) else f"{variable}: {message}"
 
