@@ -24,7 +24,7 @@ from scrapersky.batch import (
     utcnow,
 )
 from scrapersky.domains import DomainPlan
-from scrapersky.errors import BatchAlreadyRunning, BatchIdTaken, BatchNotFound
+from scrapersky.errors import BatchAlreadyRunning, BatchFinished, BatchIdTaken, BatchNotFound
 
 from .models import BatchJob, DomainResult
 from .schema import LEGACY_FILLS, SchemaReport
@@ -216,6 +216,14 @@ async def open_batch(
     # Statuses of earlier runs: the final ones, and those saved by a run that died.
     statuses = _entries(metadata)
     statuses.update(await _saved_outcomes(session, batch_id))
+    ended = _status(row)
+    new = [domain for domain in domains if domain not in statuses]
+    if ended is not None and ended.is_final and statuses and new:
+        shown = ", ".join(new[:3]) + (f" (+{len(new) - 3} more)" if len(new) > 3 else "")
+        raise BatchFinished(
+            f"batch {batch_id} ended {ended} with {len(statuses)} domains; {shown} not among them: "
+            "run them as a new batch (no --batch-id); resuming it with its own domains (or none) is allowed"
+        )
     keys = set(statuses) | set(domains)
     metadata["flow_run_id"] = flow_run_id
     if batch.input_summary is not None:

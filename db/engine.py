@@ -47,8 +47,11 @@ def database_url(url: str | URL) -> URL:
     """The URL to use, with plain postgresql:// URLs mapped to the asyncpg driver."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError("DATABASE_URL is not a database URL") from None
+        port = parsed.port
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise ConfigError("DATABASE_URL is not a database URL (driver://user:password@host:port/database)") from None
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"DATABASE_URL: port {port} is not a port (1-65535)")
     if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
         parsed = parsed.set(drivername="postgresql+asyncpg")
     if parsed.drivername == "sqlite":

@@ -273,12 +273,12 @@ class BatchRequest(BaseModel):
     domains: list[str] = Field(
         default_factory=list,
         description=(
-            "Domains or homepage URLs (example.com, https://example.com/). Normalised and"
+            "Domains or homepage URLs (ok-1.test, https://ok-1.test/). Normalised and"
             " de-duplicated; an invalid entry is recorded as failed (invalid_domain), never"
             " dropped. At most SCRAPERSKY_MAX_BATCH_SIZE (10,000 by default). Empty with a"
             " batch_id: the domains that batch was registered with (submit_batch)."
         ),
-        examples=[["example.com", "example.org"]],
+        examples=[["ok-1.test", "ok-2.test"]],
     )
     tenant_id: UUID = Field(DEFAULT_TENANT_ID, description="The tenant that owns the batch.")
     batch_id: UUID | None = Field(

@@ -26,15 +26,34 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: E402
+from rich.progress import (  # noqa: E402
+    BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+)
 from rich.table import Table  # noqa: E402
 
 from .batch import BatchOptions, BatchRequest  # noqa: E402
-from .domains import plan_domains  # noqa: E402
+from .domains import entries_of, plan_domains  # noqa: E402
 from .errors import BatchError, ScraperSkyError  # noqa: E402
 from .settings import Settings, configured  # noqa: E402
 
-app = typer.Typer(
+class _Commands(typer.Typer):
+    """The one error path: an error of ours (ScraperSkyError: a setting, a database URL,
+    a refused batch, a file named on the command line) is one line, ``error: ...``, and
+    exit status 2; a traceback only with ``--debug`` (or for a bug)."""
+
+    debug = False
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except ScraperSkyError as exc:
+            if _Commands.debug:
+                raise
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(2)
+
+
+app = _Commands(
     help="ScraperSky Batch: scrape the homepages of batches of domains.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold DATABASE_URL
@@ -52,22 +71,21 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the batch status
 SUMMARY_ROWS = 25
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="On an error, show its traceback too.")] = False,
+) -> None:
+    _Commands.debug = debug
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(code)
 
 
 def _settings(**overrides) -> Settings:
     """This command's settings: the environment's, with the options given on its line."""
-    from pydantic import ValidationError
-
-    try:
-        return Settings(**{name: value for name, value in overrides.items() if value is not None})
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
-        raise _fail(f"invalid settings: {problems}", 2) from None
-    except ScraperSkyError as exc:
-        raise _fail(str(exc), 2) from None
+    return Settings.load(**overrides)
 
 
 def _database(work, database):
@@ -94,10 +112,7 @@ def _read_status(settings: Settings, batch_id: UUID, tenant_id: UUID):
 def _stored_batch(batch_id: UUID, tenant: UUID | None):
     """The batch as stored, for ``status`` and ``export``; a missing one is one line."""
     settings = _settings()
-    try:
-        return _read_status(settings, batch_id, tenant or settings.tenant_id)
-    except ScraperSkyError as exc:
-        raise _fail(str(exc)) from None
+    return _read_status(settings, batch_id, tenant or settings.tenant_id)
 
 
 def _print_status(report, as_json: bool) -> None:
@@ -135,9 +150,15 @@ def _print_status(report, as_json: bool) -> None:
 def _prefect(quiet: bool = False) -> Iterator[str]:
     """The Prefect API flows of this command run against: PREFECT_API_URL, else a local
     server of this command's own (see scrapersky.local_server)."""
+    import prefect  # noqa: F401  its first-run telemetry notice, if any, before any live display
+
     from .local_server import prefect_api
 
-    with err.status("starting Prefect...", spinner="dots") if not quiet else nullcontext():
+    starting = Progress(SpinnerColumn(), "{task.description}", TextColumn("{task.elapsed:.0f} s"),
+                        console=err, transient=True)
+    with starting if not quiet else nullcontext():
+        if not quiet:
+            starting.add_task("starting Prefect...")
         stack = ExitStack()
         url = stack.enter_context(prefect_api())
     with stack:
@@ -200,11 +221,8 @@ def _request(settings: Settings, domains: list[str], tenant_id: UUID, batch_id: 
         return BatchRequest(domains=domains, tenant_id=tenant_id, batch_id=batch_id, options=options)
     from .client import register_batch
 
-    try:
-        created = _database(register_batch(domains, tenant_id, batch_id=batch_id, options=options,
-                                           settings=settings), settings.database())
-    except ScraperSkyError as exc:
-        raise _fail(str(exc), 2) from None
+    created = _database(register_batch(domains, tenant_id, batch_id=batch_id, options=options,
+                                       settings=settings), settings.database())
     if not created:
         raise _fail(f"batch {batch_id} exists already: resume it with `scrapersky scrape --batch-id {batch_id}` "
                     "(no domains: the ones it recorded)", 2)
@@ -255,7 +273,7 @@ def scrape(
             total_timeout=total_timeout, max_page_bytes=max_page_bytes,
             max_redirects=max_redirects, user_agent=user_agent,
         )
-    except (ValueError, ScraperSkyError) as exc:
+    except ValueError as exc:
         raise _fail(str(exc), 2) from None
     _run_batch(settings, entries, tenant_id=tenant or settings.tenant_id, batch_id=batch_id,
                options=options, as_json=as_json)
@@ -329,10 +347,11 @@ def _entries(domains: list[str] | None, file: Path | None, *, required: bool = T
     entries = list(domains or [])
     if file is not None:
         try:
-            lines = file.read_text(encoding="utf-8").splitlines()
+            entries += entries_of(file.read_text(encoding="utf-8"))
         except OSError as exc:
             raise _fail(f"cannot read {file}: {exc.strerror}", 2) from None
-        entries += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        except UnicodeDecodeError as exc:
+            raise _fail(f"cannot read {file}: not UTF-8 text (byte {exc.start})", 2) from None
     if not entries and required:
         raise _fail("no domains given (arguments or --file)", 2)
     return entries
@@ -357,19 +376,17 @@ def submit(
     entries = _entries(domains, file)
     settings = _settings()
     tenant_id = tenant or settings.tenant_id
-    try:
-        submitted = _database(
-            submit_batch(entries, tenant_id, batch_id=batch_id, deployment=deployment, settings=settings),
-            settings.database(),
-        )
-    except ScraperSkyError as exc:
-        raise _fail(str(exc), 2) from None
+    submitted = _database(
+        submit_batch(entries, tenant_id, batch_id=batch_id, deployment=deployment, settings=settings),
+        settings.database(),
+    )
     if not wait:
         if as_json:
             out.print_json(data={"batch_id": str(submitted), "status": "pending"})
         else:
             out.print(f"{submitted}", highlight=False)
-            err.print(f"submitted; read it with: scrapersky status {submitted}", highlight=False)
+            err.print(f"submitted; recorded in {settings.database().where}; read it with: "
+                      f"scrapersky status {submitted}", highlight=False)
         return
     while True:
         report = _database(get_status(submitted, tenant_id, settings=settings), settings.database())
@@ -459,8 +476,11 @@ def export(
     if output is None:
         write(report, sys.stdout)
         return
-    with output.open("w", encoding="utf-8", newline="") as handle:
-        count = write(report, handle)
+    try:
+        with output.open("w", encoding="utf-8", newline="") as handle:
+            count = write(report, handle)
+    except OSError as exc:
+        raise _fail(f"cannot write {output}: {exc.strerror}", 2) from None
     err.print(f"{count} domains written to {output}", highlight=False)
 
 
@@ -480,6 +500,53 @@ def demo(as_json: JsonOption = False) -> None:
                    as_json=as_json)
 
 
+#: What `scrapersky farm` suggests scraping: one of each kind a newcomer meets.
+FARM_EXAMPLE = ("ok-1.test", "ok-2.test", "nested-1.test", "flaky-1.test", "notfound-1.test")
+
+
+@app.command()
+def farm(
+    port: Annotated[int, typer.Option("--port", help="Its http port on 127.0.0.1 (0: a free one).", min=0, max=65535)] = 0,
+    serve_for: Annotated[Optional[float], typer.Option("--for", help="Stop after this many seconds (default: on Ctrl-C or SIGTERM).", min=0)] = None,
+) -> None:
+    """Serve the demo's web farm (any number of virtual *.test domains, on loopback) and
+    print the scrape command that reaches it: no real site is ever asked."""
+    import shlex
+    import signal
+    import threading
+
+    from .farm import Farm
+
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    with Farm(port=port) as running:
+        rules = running.connect_to()  # *.test on ports 80 and 443, and the special kinds
+        routing = " ".join(f"--connect-to {shlex.quote(rule)}" for rule in rules)
+        for line in (
+            f"# the farm on {running.host}:{running.port}: ok-N.test, notfound-N.test, flaky-N.test, ... "
+            "(every kind: scrapersky/farm.py); " + ("Ctrl-C stops it" if serve_for is None else f"for {serve_for:g} s"),
+            "# scrape it (another terminal):",
+            f"{_scrapersky_command()} scrape {' '.join(FARM_EXAMPLE)} {routing}",
+            "# a worker's routing to it (submit, the Prefect UI's Run form):",
+            f"export SCRAPERSKY_CONNECT_TO={shlex.quote(' '.join(rules))}",
+        ):
+            out.print(line, highlight=False, soft_wrap=True)
+        try:
+            stopped.wait(serve_for)
+        except KeyboardInterrupt:
+            pass
+
+
+def _scrapersky_command() -> str:
+    """How to run this command again: ``scrapersky`` when that is on PATH, else its path."""
+    import shutil
+
+    installed = Path(sys.executable).parent / "scrapersky"
+    if not installed.exists() or shutil.which("scrapersky") == str(installed):
+        return "scrapersky"
+    return os.path.relpath(installed) if not os.path.relpath(installed).startswith("../..") else str(installed)
+
+
 @app.command()
 def recover(
     stale_after: Annotated[Optional[float], typer.Option("--stale-after", help="Seconds without an update (env SCRAPERSKY_STALE_AFTER, 900).")] = None,
@@ -488,10 +555,11 @@ def recover(
     """Run the recovery flow once: batches whose run is gone are resumed here, or failed."""
     from scrapersky.flows.recover_stale_batches import recover_stale_batches
 
-    with _prefect(), configured(_settings()):
+    settings = _settings()
+    with _prefect(), configured(settings):
         state = recover_stale_batches(stale_after=stale_after, max_attempts=max_attempts, return_state=True)
     if not state.is_completed():
-        raise _fail(state.message or "the recovery flow failed")
+        raise _fail(state.message or "the recovery flow failed", 1)
     summary = state.result()
     out.print(f"resumed {len(summary['resumed'])} batch(es), failed {len(summary['failed'])}", highlight=False)
     for batch_id in summary["resumed"]:
@@ -512,10 +580,7 @@ def up(
     from .stack import StackConfig, default_prefect_home, run_stack, shared_database_url
 
     settings = _settings()
-    try:
-        database_url = shared_database_url(settings.database_url)
-    except ScraperSkyError as exc:
-        raise _fail(str(exc), 2) from None
+    database_url = shared_database_url(settings.database_url)
     from scrapersky.db.engine import Database
 
     database = Database(database_url)
@@ -547,10 +612,7 @@ def up(
         ):
             out.print(line, highlight=False, soft_wrap=True)
 
-    try:
-        run_stack(config, say, announce=announce)
-    except ScraperSkyError as exc:
-        raise _fail(str(exc)) from None
+    run_stack(config, say, announce=announce)
     say("stopped")
 
 
@@ -578,15 +640,15 @@ def db_check(
     for line in report.message().splitlines() + revision.lines():
         out.print(line, highlight=False, soft_wrap=True)
     if not report.ok:
-        raise _fail(f"schema mismatch in {database.where} (run `scrapersky db upgrade`)")
+        raise _fail(f"schema mismatch in {database.where} (run `scrapersky db upgrade`)", 1)
     if not revision.at_head:
-        raise _fail(f"{database.where} is not at revision {revision.head} (run `scrapersky db upgrade`)")
+        raise _fail(f"{database.where} is not at revision {revision.head} (run `scrapersky db upgrade`)", 1)
     if drift:
         found = _database(drift_of(database.url), database)
         for line in found:
             out.print(f"drift: {line}", highlight=False, soft_wrap=True)
         if found:
-            raise _fail(f"the models and the migrations differ in {database.where}")
+            raise _fail(f"the models and the migrations differ in {database.where}", 1)
         out.print("no drift: the migrations make what the models define", highlight=False)
     out.print(f"schema ok in {database.where}", highlight=False)
 
@@ -596,7 +658,7 @@ def _upgrade(verb: str) -> None:
     try:
         done = _database(database.upgrade(), database)
     except ScraperSkyError as exc:
-        raise _fail(f"{database.where}: {exc}") from None
+        raise _fail(f"{database.where}: {exc}", 2) from None
     if done.before.shape not in (None, "empty"):
         from scrapersky.db.migrate import SHAPES
 

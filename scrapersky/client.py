@@ -1,7 +1,7 @@
 """Submitting batches from another service: the successor of ``POST /batch`` and
 ``GET /batch/{id}``.
 
-    batch_id = await submit_batch(["example.com", "example.org"], tenant_id)
+    batch_id = await submit_batch(["ok-1.test", "ok-2.test"], tenant_id)
     report = await get_status(batch_id, tenant_id)
 
 ``submit_batch`` records the batch ``pending`` (its domains with it), then asks
@@ -19,7 +19,9 @@ Both need the database (``DATABASE_URL``) and ``submit_batch`` the Prefect API
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
 from prefect.client.orchestration import get_client
@@ -27,11 +29,12 @@ from prefect.exceptions import ObjectNotFound
 
 from scrapersky.db import batches
 from scrapersky.db.batches import BatchStatusReport, NewBatch
+from scrapersky.db.engine import Database
 from scrapersky.db.schema import checked_schema
 
 from .batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest
 from .domains import plan_domains
-from .errors import SubmitFailed
+from .errors import ConfigError, SubmitFailed
 from .settings import Settings, current_settings
 
 __all__ = ["DEFAULT_DEPLOYMENT", "submit_batch", "register_batch", "get_status", "BatchStatusReport"]
@@ -63,6 +66,7 @@ async def submit_batch(
     """
     settings = settings or current_settings()
     database = settings.database()
+    _refuse_split_state(database)
     # By reference: the run reads the domains registered below (any number of them fits
     # in the flow-run parameters, which Prefect caps at 512 KiB).
     request = BatchRequest(tenant_id=tenant_id, batch_id=batch_id or uuid4(), options=options)
@@ -84,6 +88,30 @@ async def submit_batch(
     await database.call(lambda session: batches.note_flow_run(
         session, batch_id=request.batch_id, flow_run_id=str(flow_run_id)))
     return request.batch_id
+
+
+def _refuse_split_state(database: Database) -> None:
+    """A SQLite file is on this machine: the worker of a Prefect API elsewhere would
+    record the batch in its own database, and this one's row would stay pending for ever."""
+    from prefect.settings import PREFECT_API_URL
+
+    api = PREFECT_API_URL.value()
+    host = urlsplit(api).hostname if api else None
+    if database.is_sqlite and host is not None and not _is_loopback(host):
+        raise ConfigError(
+            f"DATABASE_URL is the SQLite file {database.where} on this machine, but the batch would run on a "
+            f"worker of the Prefect API at {api}, which cannot see it: set DATABASE_URL to the database "
+            "the workers use"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def register_batch(

@@ -41,7 +41,7 @@ def deployments(work_pool: str = WORK_POOL) -> list[RunnerDeployment]:
             tags=["scrapersky"],
             concurrency_limit=ConcurrencyLimitConfig(limit=4, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
             enforce_parameter_schema=True,
-            parameters={"batch": {"domains": ["example.com"]}},
+            parameters={"batch": {"domains": ["ok-1.test"]}},
             **common,
         ),
         recover_stale_batches.to_deployment(
@@ -58,7 +58,7 @@ def deployments(work_pool: str = WORK_POOL) -> list[RunnerDeployment]:
             description="An example scheduled batch - a fixed list of domains every night.",
             tags=["scrapersky", "scheduled"],
             concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
-            parameters={"batch": {"domains": ["example.com", "example.org", "example.net"],
+            parameters={"batch": {"domains": ["ok-1.test", "ok-2.test", "notfound-1.test"],
                                   "options": {"concurrency": 8, "retries": 3}}},
             schedules=[Cron("0 3 * * *", timezone="UTC", slug="nightly", active=False)],
             **common,

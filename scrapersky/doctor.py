@@ -43,6 +43,8 @@ def _why(error: BaseException) -> str:
 async def _database(database: Database) -> AsyncIterator[Check]:
     where = database.where
     engine = create_engine(database.url)
+    # The server's version: PostgreSQL's version(), SQLite's sqlite_version().
+    version_of = "'SQLite ' || sqlite_version()" if database.is_sqlite else "version()"
     try:
         try:
             for attempt in range(3):  # separate transactions: what a pooler may interleave
@@ -50,7 +52,7 @@ async def _database(database: Database) -> AsyncIterator[Check]:
                     # A parameterised statement: what a pooler in transaction mode
                     # breaks when the driver keeps prepared statements.
                     version = await connection.scalar(
-                        text("select version() where :probe = :probe"), {"probe": f"doctor-{attempt}"}
+                        text(f"select {version_of} where :probe = :probe"), {"probe": f"doctor-{attempt}"}
                     )
         except Exception as error:
             yield Check("database", False, f"{where}: {_why(error)}")
@@ -72,9 +74,13 @@ async def _prefect(pool: str, deployment: str) -> AsyncIterator[Check]:
     from prefect.client.schemas.objects import WorkerStatus
     from prefect.settings import PREFECT_API_URL
 
+    where = PREFECT_API_URL.value()
+    if not where:  # a temporary server would have no pool, worker or deployment to check
+        yield Check("prefect api", False, "PREFECT_API_URL is not set: deployments need a Prefect server "
+                    "(`scrapersky up`, or see the README's Running on Prefect); `scrape` needs none")
+        return
     async with get_client() as client:
         failure = await client.api_healthcheck()
-        where = PREFECT_API_URL.value() or "an ephemeral server (PREFECT_API_URL is not set)"
         if failure is not None:
             yield Check("prefect api", False, f"{where}: {_why(failure)}")
             return

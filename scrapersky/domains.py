@@ -11,9 +11,11 @@ import idna
 
 from .errors import BatchTooLarge, EmptyBatch, InvalidDomain
 
-__all__ = ["normalize_domain", "DomainPlan", "plan_domains", "ipv4_literal"]
+__all__ = ["entries_of", "normalize_domain", "DomainPlan", "plan_domains", "ipv4_literal"]
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# A comment: from a '#' that starts the line or follows a blank (a URL's #fragment stays).
+_COMMENT = re.compile(r"(?:^|\s)#.*")
 # One part of an IPv4 address as inet_aton and URL parsers (WHATWG) read it:
 # 0x-prefixed hex (0x alone is 0), 0-prefixed octal, or decimal.
 _IPV4_PART = re.compile(r"0[xX](?P<hex>[0-9a-fA-F]*)|(?P<oct>0[0-7]+)|(?P<dec>[0-9]+)")
@@ -69,6 +71,12 @@ def _safe_key(entry: str) -> str:
     text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"),
                         entry[: _MAX_ENTRY_CHARS * 2].strip())
     return text[:_MAX_ENTRY_CHARS].strip() or "<empty>"  # its own key again (a recorded entry)
+
+
+def entries_of(text: str) -> list[str]:
+    """The entries of a domain list (``--file``): one a line; blank lines and ``#``
+    comments, on a line of their own or after an entry, are not entries."""
+    return [entry for line in text.splitlines() if (entry := _COMMENT.sub("", line).strip())]
 
 
 def normalize_domain(entry: str) -> str:

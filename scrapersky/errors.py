@@ -21,6 +21,7 @@
     |   +-- EmptyBatch                   empty_batch
     |   +-- BatchNotFound                batch_not_found (also: another tenant's batch)
     |   +-- BatchAlreadyRunning          batch_running (another live run owns the batch)
+    |   +-- BatchFinished                batch_finished (other domains for a batch that ended)
     |   +-- SubmitFailed                 submit_failed (Prefect could not be asked to run it)
     |       +-- BatchIdTaken             batch_id_taken (another tenant's batch has that id)
     +-- AccessError                      the caller may not do this (the HTTP API's refusals)
@@ -59,6 +60,7 @@ __all__ = [
     "EmptyBatch",
     "BatchNotFound",
     "BatchAlreadyRunning",
+    "BatchFinished",
     "SubmitFailed",
     "BatchIdTaken",
     "AccessError",
@@ -239,6 +241,12 @@ class BatchAlreadyRunning(BatchError):
     """Another flow run is moving this batch: one batch, one run."""
 
     error_type = "batch_running"
+
+
+class BatchFinished(BatchError):
+    """Domains it never had, for a batch that has ended: a batch is not grown afterwards."""
+
+    error_type = "batch_finished"
 
 
 class SubmitFailed(BatchError):

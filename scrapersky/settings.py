@@ -14,10 +14,10 @@ from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from scrapersky.db.engine import Database
+from scrapersky.db.engine import Database, database_url
 
 from .batch import DEFAULT_TENANT_ID, BatchOptions
 from .errors import ConfigError
@@ -66,6 +66,15 @@ class Settings(BaseSettings, BatchOptions):
     jwt_secret: SecretStr | None = Field(None, repr=False)
     jwt_audience: str | None = None
 
+    @field_validator("database_url")
+    @classmethod
+    def _usable_url(cls, url: str) -> str:
+        try:
+            database_url(url)  # refused here, once, rather than by each command's first query
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return url
+
     @field_validator("connect_to", "allow_networks", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
@@ -98,6 +107,15 @@ class Settings(BaseSettings, BatchOptions):
         _parse_api_tokens(tokens.get_secret_value())  # refused at start, never echoed
         return tokens
 
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """The environment's settings with ``overrides`` (None: not given); a value that
+        cannot be used is a ConfigError naming its variable (never echoing the value)."""
+        try:
+            return cls(**{name: value for name, value in overrides.items() if value is not None})
+        except ValidationError as exc:
+            raise ConfigError("; ".join(_problem(error) for error in exc.errors())) from None
+
     def api_token_tenants(self) -> dict[str, UUID]:
         """SCRAPERSKY_API_TOKENS as {token: tenant id}."""
         return _parse_api_tokens(self.api_tokens.get_secret_value())
@@ -115,6 +133,17 @@ class Settings(BaseSettings, BatchOptions):
         values = self.model_dump(include=set(BatchOptions.model_fields))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return BatchOptions(**values)
+
+
+def _problem(error: Any) -> str:
+    """One refused setting as a reader wants it: ``SCRAPERSKY_TENANT_ID: not a valid UUID``."""
+    name = str(error["loc"][0]) if error["loc"] else ""
+    if name.lower() in ("database_url", "scrapersky_database_url"):
+        variable = "DATABASE_URL"
+    else:
+        variable = f"SCRAPERSKY_{name.upper()}" if name else "settings"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return message if message.startswith(variable) else f"{variable}: {message}"
 
 
 def _parse_api_tokens(text: str) -> dict[str, UUID]:
@@ -149,4 +178,4 @@ def configured(settings: Settings) -> Iterator[Settings]:
 def current_settings() -> Settings:
     """The settings of this run: the caller's (``configured``), else the environment's.
     Read once, at the edge: a flow's entry, a command, a client call."""
-    return _current.get() or Settings()
+    return _current.get() or Settings.load()

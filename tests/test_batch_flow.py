@@ -178,11 +178,17 @@ def test_resubmitting_a_batch_does_not_fetch_completed_domains_again(database: s
     run(["ok-1.test", "err500-1.test"], options(farm, retries=0), batch_id=batch_id)
     assert status_of(batch_id).status == "partial"
 
-    state, _ = run(["ok-1.test", "err500-1.test", "ok-2.test"], options(farm, retries=0), batch_id=batch_id)
+    state, _ = run(["ok-1.test", "err500-1.test"], options(farm, retries=0), batch_id=batch_id)
 
-    assert farm.hits["ok-1.test"] == 1 and farm.hits["err500-1.test"] == 2 and farm.hits["ok-2.test"] == 1
+    assert farm.hits["ok-1.test"] == 1 and farm.hits["err500-1.test"] == 2
     report = status_of(batch_id)
-    assert (report.total_domains, report.completed_domains, report.failed_domains) == (3, 2, 1)
+    assert (report.total_domains, report.completed_domains, report.failed_domains) == (2, 1, 1)
+
+    # A batch that ended is not grown: other domains are a new batch (issue 17).
+    grown, _ = run(["ok-1.test", "err500-1.test", "ok-2.test"], options(farm, retries=0), batch_id=batch_id)
+    assert grown.is_failed() and "ok-2.test not among them" in grown.message
+    assert farm.hits["ok-2.test"] == 0 and farm.hits["err500-1.test"] == 2
+    assert (status_of(batch_id).status, status_of(batch_id).total_domains) == ("partial", 2)
 
 
 def test_another_tenants_batch_is_not_found(database: str, farm: Farm) -> None:

@@ -57,7 +57,7 @@ def test_scrape_json_then_status_and_other_tenant(cli_env: dict[str, str], farm:
     assert "partial" in table.stdout and "http_error" in table.stdout
 
     other = scrapersky(cli_env, "status", report["batch_id"], "--tenant", str(uuid.uuid4()))
-    assert other.returncode == 1
+    assert other.returncode == 2
     assert "not found" in other.stderr and other.stdout == ""
 
 
@@ -114,7 +114,7 @@ def test_export_csv_and_jsonl(cli_env: dict[str, str], farm: Farm, tmp_path: Pat
     assert next(l for l in lines if l["domain"] == "ok-1.test")["metadata"]["site_name"] == "ok-1 site"
 
     other = scrapersky(cli_env, "export", batch_id, "--tenant", str(uuid.uuid4()))
-    assert other.returncode == 1 and "not found" in other.stderr
+    assert other.returncode == 2 and "not found" in other.stderr
 
 
 def test_csv_cells_cannot_become_formulas() -> None:

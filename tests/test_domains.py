@@ -96,3 +96,21 @@ def test_ipv4_literal(host: str, address: str | None) -> None:
 
     found = ipv4_literal(host)
     assert (str(found) if found else None) == address
+
+
+@pytest.mark.parametrize(
+    ("text", "entries"),
+    [
+        ("ok-1.test\n", ["ok-1.test"]),
+        ("# a comment\n\n   \nok-1.test\n", ["ok-1.test"]),
+        ("ok-1.test   # the first one\n", ["ok-1.test"]),
+        ("ok-1.test\t# after a tab\n", ["ok-1.test"]),
+        ("https://ok-1.test/#top\n", ["https://ok-1.test/#top"]),  # a URL's fragment is no comment
+        ("ok-1.test#x\n", ["ok-1.test#x"]),  # nor a '#' inside an entry: it stays, and is refused as invalid
+        ("  ok-1.test  \r\nok-2.test", ["ok-1.test", "ok-2.test"]),
+    ],
+)
+def test_a_domain_list_takes_comments_on_their_own_line_or_after_an_entry(text: str, entries: list[str]) -> None:
+    from scrapersky.domains import entries_of
+
+    assert entries_of(text) == entries

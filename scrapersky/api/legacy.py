@@ -115,7 +115,7 @@ class BatchRequest(_Legacy):
 
     domains: list[DomainEntry] = Field(
         ..., description="Domains or homepage URLs to scrape (at most SCRAPERSKY_MAX_BATCH_SIZE).",
-        examples=[["example.com", "example.org"]],
+        examples=[["ok-1.test", "ok-2.test"]],
     )
     max_pages: int = Field(
         1000, ge=1, description="Recorded in the batch's options; only the homepage is scraped, as before."
@@ -164,7 +164,7 @@ class BatchStatusResponse(BaseModel):
 class SitemapScrapingRequest(_Legacy):
     """The old ``POST /scan`` body: one domain."""
 
-    base_url: DomainEntry = Field(..., description="The domain or homepage URL", examples=["example.com"])
+    base_url: DomainEntry = Field(..., description="The domain or homepage URL", examples=["ok-1.test"])
     max_pages: int = Field(1000, ge=1, description="Recorded in the batch's options; only the homepage is scraped.")
     tenant_id: UUID | None = Field(None, description="Must be the token's tenant when given.")
 
