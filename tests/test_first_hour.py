@@ -123,13 +123,17 @@ def test_an_error_is_one_line_and_exit_2_and_debug_shows_its_traceback(tmp_path:
 
 def test_doctor_passes_the_database_on_sqlite(newcomer_env: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from scrapersky.cli import app
 
     monkeypatch.delenv("PREFECT_API_URL")
     with pytest.raises(SystemExit):
         app(["db", "init"], prog_name="scrapersky")
     capsys.readouterr()
-    code, out, err = run_in_process(capsys, "doctor")
+    # Not the session's test harness either (its API URL is a setting of this process).
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        code, out, err = run_in_process(capsys, "doctor")
     lines = out.splitlines()
     assert lines[0].startswith("PASS database") and "SQLite 3." in lines[0], out
     assert lines[1].startswith("PASS schema"), out
