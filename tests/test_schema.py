@@ -46,7 +46,7 @@ def env(prefect_api: str, scratch_database: str) -> dict[str, str]:
 def test_a_missing_column_is_named_and_no_batch_starts(env: dict[str, str], farm: Farm) -> None:
     sql(env["DATABASE_URL"], SCRAPERSKY_TABLE + "ALTER TABLE batch_jobs DROP COLUMN batch_metadata;")
     init = scrapersky(env, "db", "init")  # never alters their batch_jobs: refuses, naming the column
-    assert init.returncode == 1 and "batch_jobs.batch_metadata is missing" in init.stderr
+    assert init.returncode == 2 and "batch_jobs.batch_metadata is missing" in init.stderr
 
     check = scrapersky(env, "db", "check")
     assert check.returncode == 1

@@ -271,7 +271,7 @@ def test_a_taken_port_is_one_line(tmp_path: Path) -> None:
             env=_clean_env(DATABASE_URL=f"sqlite:///{tmp_path / 'b.db'}"), cwd=tmp_path, capture_output=True,
             text=True, timeout=60,
         )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip() == f"error: port {port} on 127.0.0.1 is taken (--ui-port): stop what uses it or pick another"
 
 
