@@ -177,6 +177,17 @@ def test_a_sub_batch_that_dies_keeps_what_it_delivered(
     assert report.domain_statuses["ok-dies.test"]["error_type"] == "internal_error"
 
 
+def _is_worker(process) -> bool:
+    """A worker process of a pool (spawned); a child that ended meanwhile (a zombie, or
+    gone: the test process's other children come and go) is not one."""
+    import psutil
+
+    try:
+        return "spawn_main" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+
+
 def test_a_killed_worker_process_is_replaced_and_its_domains_run_again(
     database: str, farm: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,8 +210,7 @@ def test_a_killed_worker_process_is_replaced_and_its_domains_run_again(
     deadline = time.monotonic() + 120
     workers: list[psutil.Process] = []
     while time.monotonic() < deadline and runner.is_alive():
-        workers = [child for child in psutil.Process().children(recursive=True)
-                   if "spawn_main" in " ".join(child.cmdline())]
+        workers = [child for child in psutil.Process().children(recursive=True) if _is_worker(child)]
         if workers and sum(farm.hits.values()) >= 40:
             break
         time.sleep(0.1)

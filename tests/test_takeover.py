@@ -167,12 +167,12 @@ def _flow_run_pids(worker: subprocess.Popen) -> dict[str, psutil.Process]:
     except psutil.NoSuchProcess:
         return {}
     for child in children:
-        try:
+        try:  # a child may end (and turn zombie) between two reads
             run = child.environ().get("PREFECT__FLOW_RUN_ID")
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            if run and ("prefect.engine" in " ".join(child.cmdline()) or run not in found):
+                found[run] = child
+        except psutil.Error:
             continue
-        if run and ("prefect.engine" in " ".join(child.cmdline()) or run not in found):
-            found[run] = child
     return found
 
 
