@@ -274,11 +274,12 @@ class Farm:
             if len(request) != 3 or request[0] != "GET":
                 await _Response(writer, self).send(501, b"<h1>not implemented</h1>")
                 return
-            host = headers.get("host", "").split(":")[0].lower()
+            authority = headers.get("host", "").lower()
+            host = authority.split(":")[0]
             with self._lock:
                 self._hits[host] += 1
                 hits = self._hits[host]
-            await self._answer(_Response(writer, self), host, request[1], hits)
+            await self._answer(_Response(writer, self, authority), host, request[1], hits)
         except _QUIET + (asyncio.CancelledError,):
             pass
         finally:
@@ -352,7 +353,9 @@ class Farm:
     async def _real(self, out: _Response, real: Any, host: str, path: str, hits: int) -> None:
         """A host of the realistic web (``farm_pages.real_host``)."""
         if real.kind == "www" and not host.startswith("www."):
-            await out.redirect(f"http://www.{host}{path}")
+            # Built from the Host header, as servers do: a client that named the port
+            # (the benchmark's peers, without connect-to rules) is sent back to it.
+            await out.redirect(f"http://www.{out.authority or host}{path}")
             return
         if real.kind == "hang":
             await asyncio.sleep(REAL_HANG_SECONDS)
@@ -445,9 +448,10 @@ _HOSTILE = {
 class _Response:
     """Writes one response on a connection, counting its bytes."""
 
-    def __init__(self, writer: asyncio.StreamWriter, farm: Farm) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, farm: Farm, authority: str = "") -> None:
         self.writer = writer
         self._farm = farm
+        self.authority = authority  # the request's Host header
 
     def _head(self, status: int, content_type: str | None, length: int, extra: dict[str, str] | None) -> bytes:
         if status == 404:
