@@ -155,6 +155,8 @@ def _run_one(setup: _Setup, contestant: str, n: int, repeat: int) -> Run:
             subprocess.run([scrapersky, "db", "init"], env=env, cwd=REPO, check=True, capture_output=True)
         env.update(setup.args.flow_env)  # e.g. SCRAPERSKY_* settings under comparison
         cmd = [sys.executable, "-m", "benchmarks.contestants", "flow", *common, "--batch-id", batch_id]
+        if args.flow_retry_backoff is not None:
+            cmd += ["--retry-backoff", str(args.flow_retry_backoff)]
         server_cpu, server_log = setup.server.cpu_seconds(), setup.server.log_size()
 
     setup.farm.stats(reset=True)
@@ -399,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
                              " total timeouts); default: each one's own")
     parser.add_argument("--retries", type=int, default=None, help="extra attempts after a transient failure,"
                         " for every contestant (default 0)")
+    parser.add_argument("--flow-retry-backoff", type=float, default=None,
+                        help="the flow's first retry delay (default the project's, 2 s with jitter); 0 retries"
+                             " at once, as raw and Scrapy do")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1,
                         help="processes of the raw-cores and scrapy-cores peers (default: every core)")
     parser.add_argument("--latency", type=float, default=0.1, help="seconds before the farm answers (default 0.1)")
@@ -447,7 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     revision = _git_revision()
     web = ("the realistic web" if args.realistic else f"latency {args.latency} s")
     print_report(rows, ratio, f"benchmark @ {revision or '?'}: {web}, concurrency {args.concurrency}, timeout "
-                              f"{args.request_timeout or 'own'}, retries {args.retries}, repeat {args.repeat}, "
+                              f"{args.request_timeout or 'own'}, retries {args.retries}"
+                              + ("" if args.flow_retry_backoff is None else f" (flow backoff {args.flow_retry_backoff} s)")
+                              + f", repeat {args.repeat}, "
                               f"{os.cpu_count()} CPUs, load at start {meta.get('load_average_at_start')}", bounds)
     for run in runs:
         if not run.complete:

@@ -15,7 +15,8 @@ the Scrapy spider, ``benchmarks.spider``):
   the work (``benchmarks.every_core``);
 - ``flow``: the real ``batch_scrape`` flow on ``<kind>-0.test`` .. ``<kind>-<N-1>.test``
   (Prefect API, database and connect-to rules from the environment), ``--retries``
-  (default 0) and ``--timeout`` as connect, read and total timeouts.
+  (default 0) and ``--timeout`` as connect, read and total timeouts, ``--retry-backoff``
+  (default the project's).
 
 The last line printed is a JSON summary: the seconds and CPU seconds of the work itself,
 imports and interpreter start left out.
@@ -110,11 +111,15 @@ async def _raw(port: int, indices: range, kind: str, concurrency: int, timeout: 
     return records
 
 
-def _flow(n: int, kind: str, concurrency: int, batch_id: str, timeout: float | None, retries: int) -> dict[str, Any]:
+def _flow(n: int, kind: str, concurrency: int, batch_id: str, timeout: float | None, retries: int,
+          retry_backoff: float | None = None) -> dict[str, Any]:
     from scrapersky.batch import BatchOptions, BatchRequest
     from scrapersky.flows.batch_scrape import batch_scrape
 
-    times = {} if timeout is None else {"connect_timeout": timeout, "read_timeout": timeout, "total_timeout": timeout}
+    times: dict[str, float] = {} if timeout is None else {
+        "connect_timeout": timeout, "read_timeout": timeout, "total_timeout": timeout}
+    if retry_backoff is not None:
+        times["retry_backoff"] = retry_backoff
     request = BatchRequest(domains=[f"{kind}-{i}.test" for i in range(n)], batch_id=uuid.UUID(batch_id),
                            options=BatchOptions(concurrency=concurrency, retries=retries, **times))
     state = batch_scrape(request, return_state=True)
@@ -133,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, help="raw: the JSON lines file")
     parser.add_argument("--shard", default=None, help="raw: K/M, this process's share of the domains")
     parser.add_argument("--batch-id", help="flow: the batch's id")
+    parser.add_argument("--retry-backoff", type=float, default=None,
+                        help="flow: its first retry's delay (default the project's; 0 retries at once, as the peers)")
     args = parser.parse_args(argv)
     # Imports before the clock starts, for every contestant alike.
     if args.contestant == "raw":
@@ -151,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             out.writelines(json.dumps(record) + "\n" for record in records)
         summary: dict[str, Any] = {"records": len(records)}
     else:
-        summary = _flow(args.n, args.kind, args.concurrency, args.batch_id, args.timeout, args.retries)
+        summary = _flow(args.n, args.kind, args.concurrency, args.batch_id, args.timeout, args.retries,
+                        args.retry_backoff)
     summary.update(work_seconds=time.perf_counter() - started, work_cpu_seconds=_cpu_self() - cpu)
     print(json.dumps(summary), flush=True)
     return 0
