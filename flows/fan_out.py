@@ -4,7 +4,10 @@ runs for a large one, on threads, worker processes or a Dask cluster.
 Up to ``SCRAPERSKY_TASK_PER_DOMAIN_MAX`` (250) domains, each domain is a task run of
 its own: visible in the UI, retried by Prefect. Above, the batch is cut into
 sub-batches (``SUB_BATCHES_PER_WORKER`` per worker, 50 to 500 domains), each one task
-run that retries every domain on its own; at most ``2 x workers`` are in flight. A
+run that retries every domain on its own. On threads at most ``2 x workers`` are in
+flight; on worker processes, as many as keep ``IN_FLIGHT_PER_SLOT`` domains a fetch
+slot handed out (and at least ``2 x workers``), so a sub-batch that waits for its
+slowest hosts never leaves the others' slots idle. A
 per-domain task run costs the flow and the Prefect server tens of milliseconds of CPU
 each: 10,000 of them overload a local server, 20 sub-batches do not (README, "Scale").
 
@@ -16,11 +19,8 @@ only one to record it.
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
 import queue
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 from types import TracebackType
@@ -33,8 +33,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from scrapersky.batch import BatchOptions, DomainOutcome
 from scrapersky.errors import ConfigError
 from scrapersky.settings import Settings
-from scrapersky.tasks.attempt import start_worker
 from scrapersky.tasks.scrape import outcome_from_error, scrape_domain_for, scrape_domains
+from scrapersky.tasks.workers import WorkerPool
 from scrapersky.web import Fetcher
 
 __all__ = ["fan_out", "SubBatchExecutor", "sub_batch_size", "PROCESSES_FROM"]
@@ -78,6 +78,12 @@ SUB_BATCHES_PER_WORKER = 4
 SUB_BATCH_MIN, SUB_BATCH_MAX = 50, 500
 #: Runs of one sub-batch at most, when its task run dies (its domains without an outcome only).
 SUB_BATCH_ATTEMPTS = 3
+#: On worker processes, sub-batches are started while fewer than this many domains a
+#: fetch slot are in flight (queued, fetching or waiting for a retry): the slots never
+#: run dry while the last hosts of a sub-batch hang, and what waits stays bounded.
+IN_FLIGHT_PER_SLOT = 3
+#: Sub-batch task runs in flight at most (each a thread of the flow that waits).
+SUB_BATCHES_IN_FLIGHT_MAX = 64
 #: From this many domains, "auto" scrapes sub-batches in worker processes: starting
 #: them (a Python each, without Prefect) costs about a second on 2 cores.
 PROCESSES_FROM = 500
@@ -93,9 +99,10 @@ class SubBatchExecutor:
     Where: ``SCRAPERSKY_TASK_RUNNER`` (auto: worker processes for a batch of
     PROCESSES_FROM domains or more on a machine with several cores, else threads),
     ``SCRAPERSKY_WORKERS``, ``SCRAPERSKY_DASK_ADDRESS``. With worker processes, the
-    sub-batch task runs are threads of the flow's process that hand their domains, in
-    pieces, to a pool of ``workers`` processes (each its own interpreter: every core),
-    started with the batch's options and the operator's reach.
+    sub-batch task runs are threads of the flow's process that hand their domains to
+    one ``WorkerPool`` of ``workers`` processes (each its own interpreter: every core),
+    started with the batch's options and the operator's reach, whose fetch threads
+    take the next domain of any sub-batch as soon as one is free.
     """
 
     def __init__(self, settings: Settings, options: BatchOptions, *, total: int) -> None:
@@ -109,14 +116,16 @@ class SubBatchExecutor:
         self.reach = settings.reach()
         self._stack = ExitStack()
         self.runner: TaskRunner | None = None
-        self.pool: ProcessPoolExecutor | None = None
+        self.pool: WorkerPool | None = None
+        self.slots = self.options.concurrency * self.workers
 
     def __enter__(self) -> SubBatchExecutor:
         with ExitStack() as stack:
             if self.kind == "dask":
                 self.runner = stack.enter_context(_dask_runner(self.settings))
             else:
-                self.runner = stack.enter_context(ThreadPoolTaskRunner(max_workers=self.workers))
+                threads = SUB_BATCHES_IN_FLIGHT_MAX if self.kind == "processes" else self.workers
+                self.runner = stack.enter_context(ThreadPoolTaskRunner(max_workers=threads))
             self._stack = stack.pop_all()
         if self.kind == "processes":
             self.pool = self._start_pool()
@@ -138,25 +147,39 @@ class SubBatchExecutor:
         events: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
         # Outcomes travel back through the queue as they are known (same process only).
         sink = None if self.kind == "dask" else (lambda outcome: events.put(("outcome", outcome)))
-        in_flight: dict[UUID, tuple[list[str], int, ProcessPoolExecutor | None]] = {}
+        in_flight: dict[UUID, tuple[list[str], int, WorkerPool | None]] = {}
         delivered: set[str] = set()
+
+        outstanding = 0  # domains of the sub-batches in flight without an outcome yet
+
+        def room() -> bool:
+            if len(in_flight) < 2 * self.workers:
+                return True
+            if self.pool is None or len(in_flight) >= SUB_BATCHES_IN_FLIGHT_MAX:
+                return False
+            return outstanding < IN_FLIGHT_PER_SLOT * self.slots
+
         while waiting or in_flight:
-            while waiting and len(in_flight) < 2 * self.workers:
+            while waiting and room():
                 chunk, attempt = waiting.pop()
                 future = self.runner.submit(scrape_domains, {
                     "domains": chunk, "options": self.options, "reach": self.reach, "extra": len(chunk) - 1,
                     "pool": self.pool, "sink": sink,
                 })
                 in_flight[future.task_run_id] = (chunk, attempt, self.pool)
+                outstanding += len(chunk)
                 future.add_done_callback(lambda done: events.put(("done", done)))
             kind, item = events.get()
             if kind == "outcome":
                 assert isinstance(item, DomainOutcome)
+                if item.domain not in delivered:
+                    outstanding -= 1
                 delivered.add(item.domain)
                 yield item
                 continue
             assert isinstance(item, PrefectFuture)
             chunk, attempt, pool = in_flight.pop(item.task_run_id)
+            outstanding -= sum(domain not in delivered for domain in chunk)
             # Its outcomes were queued before its end (one queue, in order): all seen.
             returned, error = _result_of(item)
             for outcome in returned:
@@ -176,18 +199,15 @@ class SubBatchExecutor:
                 delivered.add(domain)
                 yield outcome_from_error(domain, error)
 
-    def _start_pool(self) -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=start_worker, initargs=(os.getpid(), self.options, self.reach),
-        )
-        self._stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+    def _start_pool(self) -> WorkerPool:
+        pool = WorkerPool(self.workers, self.options, self.reach)
+        self._stack.callback(pool.close)
         return pool
 
     def _replace_pool(self) -> None:
         """A worker process died and took the pool with it: the rest runs on a new one."""
         assert self.pool is not None
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
         self.pool = self._start_pool()
 
 

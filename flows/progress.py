@@ -16,6 +16,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.utilities.annotations import quote
 
 from scrapersky.batch import BatchStatus, DomainOutcome
 from scrapersky.db.engine import Database
@@ -67,7 +68,7 @@ class ProgressRecorder:
         # persist, which has its own retries.
         state = save_progress.with_options(retries=0)(
             self.database, batch_id=self.batch_id, tenant_id=self.tenant_id, flow_run_id=self.flow_run_id,
-            outcomes=outcomes, return_state=True,
+            outcomes=quote(outcomes), return_state=True,  # plain data: not walked by Prefect (README, Scale)
         )
         if not state.is_completed():
             with self._lock:

@@ -424,6 +424,21 @@ def doctor(
         raise typer.Exit(1)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def bench(ctx: typer.Context) -> None:
+    """The benchmark, from a checkout: the flow beside raw asyncio and Scrapy (one process
+    and one a core) on the local web farm. `scrapersky bench --realistic`; `--help` for
+    its options (it is `python -m benchmarks.bench`)."""
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "benchmarks" / "bench.py").is_file():
+        raise _fail("scrapersky bench runs from a checkout: benchmarks/ is not next to scrapersky/")
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    from benchmarks.bench import main as bench_main
+
+    raise typer.Exit(bench_main(ctx.args))
+
+
 @app.command()
 def api(
     host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",

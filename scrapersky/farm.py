@@ -16,6 +16,11 @@ What a domain serves is chosen by its first label's prefix:
     hops-<n>.*  an endless chain that alternates: an even n redirects (301) to
                 hops-<n+1>.*, an odd n answers a meta refresh to it
     slowchain-<n>.*  a meta refresh to slowchain-<n+1>.* after 0.3 s
+    real-<i>.*  a realistic web, behaviour fixed by a hash of the name (``real_host``):
+                75% a 45-75 KB homepage dense with tags after a lognormal delay
+                (median 0.5 s, capped at 3 s), 7% hang (30 s, then close), 5% 503
+                once then the page, 5% 404, 8% a 301 to www.real-<i>.*, which
+                serves the page (every answer after the host's delay; the 301 at once)
     site-<i>.*  a realistic 30-100 KB homepage (``site_page(i)``: size fixed by i, full
                 head, JSON-LD, scripts, navigation, a footer with contacts) after
                 ``Farm(latency=...)`` seconds, at ``/`` only (404 elsewhere)
@@ -58,7 +63,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .farm_pages import giant_meta_page, homepage, site_page, site_page_size, site_title
+from .farm_pages import (
+    REAL_HANG_SECONDS,
+    giant_meta_page,
+    homepage,
+    real_host,
+    real_page,
+    real_title,
+    site_page,
+    site_page_size,
+    site_title,
+)
 
 HUGE_PAGE_BYTES = 50 * 1024 * 1024
 BOMB_BYTES = 1024 * 1024 * 1024
@@ -66,7 +81,7 @@ _HTML = "text/html; charset=utf-8"
 _SITE = re.compile(r"site-(\d{1,9})")
 _QUIET = (ConnectionError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
 
-__all__ = ["Farm", "homepage", "site_page", "site_page_size", "site_title"]
+__all__ = ["Farm", "homepage", "real_host", "real_page", "real_title", "site_page", "site_page_size", "site_title"]
 
 
 # --------------------------------------------------------------------------- the server
@@ -259,11 +274,12 @@ class Farm:
             if len(request) != 3 or request[0] != "GET":
                 await _Response(writer, self).send(501, b"<h1>not implemented</h1>")
                 return
-            host = headers.get("host", "").split(":")[0].lower()
+            authority = headers.get("host", "").lower()
+            host = authority.split(":")[0]
             with self._lock:
                 self._hits[host] += 1
                 hits = self._hits[host]
-            await self._answer(_Response(writer, self), host, request[1], hits)
+            await self._answer(_Response(writer, self, authority), host, request[1], hits)
         except _QUIET + (asyncio.CancelledError,):
             pass
         finally:
@@ -274,7 +290,10 @@ class Farm:
         name = host.split(".")[0]
         prefix = name.split("-", 1)[0] + "-" if "-" in name else ""
         site = _SITE.fullmatch(name)
-        if site:
+        real = real_host(host)
+        if real is not None:
+            await self._real(out, real, host, path, hits)
+        elif site:
             if path == "/":
                 await asyncio.sleep(self.latency)
                 await out.send(200, site_page(int(site.group(1))))
@@ -330,6 +349,25 @@ class Farm:
                                 b"<body></body></html>")
         else:
             await out.send(200, homepage(host))
+
+    async def _real(self, out: _Response, real: Any, host: str, path: str, hits: int) -> None:
+        """A host of the realistic web (``farm_pages.real_host``)."""
+        if real.kind == "www" and not host.startswith("www."):
+            # Built from the Host header, as servers do: a client that named the port
+            # (the benchmark's peers, without connect-to rules) is sent back to it.
+            await out.redirect(f"http://www.{out.authority or host}{path}")
+            return
+        if real.kind == "hang":
+            await asyncio.sleep(REAL_HANG_SECONDS)
+            return
+        await asyncio.sleep(real.delay)
+        if path != "/" or real.kind == "missing":
+            await out.send(404, b"<!doctype html><html><head><title>404 Not Found</title></head>"
+                                b"<body><h1>Not found</h1></body></html>")
+        elif real.kind == "flaky" and hits == 1:
+            await out.send(503, b"<h1>Service Unavailable</h1>")
+        else:
+            await out.send(200, real_page(real.index))
 
     # ------------------------------------------------------------------ hostile kinds
 
@@ -410,9 +448,10 @@ _HOSTILE = {
 class _Response:
     """Writes one response on a connection, counting its bytes."""
 
-    def __init__(self, writer: asyncio.StreamWriter, farm: Farm) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, farm: Farm, authority: str = "") -> None:
         self.writer = writer
         self._farm = farm
+        self.authority = authority  # the request's Host header
 
     def _head(self, status: int, content_type: str | None, length: int, extra: dict[str, str] | None) -> bytes:
         if status == 404:

@@ -4,9 +4,16 @@ content fixed by i), as the benchmark and the demo use."""
 
 from __future__ import annotations
 
+import hashlib
+import math
+from dataclasses import dataclass
 from functools import cache
+from statistics import NormalDist
 
-__all__ = ["giant_meta_page", "homepage", "site_page", "site_page_size", "site_title"]
+__all__ = [
+    "giant_meta_page", "homepage", "site_page", "site_page_size", "site_title",
+    "REAL_MIX", "RealHost", "real_host", "real_page", "real_page_size", "real_service_seconds", "real_title",
+]
 
 
 def homepage(host: str) -> bytes:
@@ -154,3 +161,128 @@ def site_page(i: int) -> bytes:
     return "".join(parts).encode()
 
 
+
+
+# --------------------------------------------------------------------------- real-<i>
+#
+# A realistic web: what a host does is fixed by a hash of its name (``real_host``), in
+# the proportions of a batch of business homepages; its page is dense with tags.
+
+#: (kind, share) in the order the hash's first number is cut; the shares add up to 1.
+REAL_MIX: tuple[tuple[str, float], ...] = (
+    ("page", 0.75),  # the homepage, after the host's delay
+    ("hang", 0.07),  # accepts the request and answers nothing (past any read timeout)
+    ("flaky", 0.05),  # 503 on the first request, then the homepage
+    ("missing", 0.05),  # 404
+    ("www", 0.08),  # a 301 to www.<host>, which serves the homepage
+)
+#: The delay before a host answers: lognormal, median REAL_DELAY_MEDIAN, capped.
+REAL_DELAY_MEDIAN, REAL_DELAY_SIGMA, REAL_DELAY_CAP = 0.5, 0.8, 3.0
+#: How long a hanging host holds the connection before closing it (bounded).
+REAL_HANG_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class RealHost:
+    """What ``real-<i>.*`` (and its ``www.``) does: its kind and its delay in seconds."""
+
+    kind: str
+    delay: float
+    index: int
+
+
+def _uniforms(name: str) -> tuple[float, float]:
+    digest = hashlib.blake2b(name.encode(), digest_size=16).digest()
+    scale = float(1 << 64)
+    return (int.from_bytes(digest[:8], "big") + 0.5) / scale, (int.from_bytes(digest[8:], "big") + 0.5) / scale
+
+
+def real_host(host: str) -> RealHost | None:
+    """The behaviour of a realistic host (``real-<i>.<anything>``, with or without
+    ``www.``), fixed by its name; None for another name."""
+    name = host.lower().removeprefix("www.").split(".")[0]
+    if not name.startswith("real-") or not name[5:].isdigit():
+        return None
+    pick, spread = _uniforms(name)
+    kind, edge = REAL_MIX[-1][0], 0.0
+    for candidate, share in REAL_MIX:
+        edge += share
+        if pick < edge:
+            kind = candidate
+            break
+    delay = REAL_DELAY_MEDIAN * math.exp(REAL_DELAY_SIGMA * NormalDist().inv_cdf(spread))
+    return RealHost(kind=kind, delay=min(REAL_DELAY_CAP, delay), index=int(name[5:]))
+
+
+def real_title(i: int) -> str:
+    return f"Real {i} | Farm"
+
+
+def real_service_seconds(host: str, *, timeout: float, retries: int) -> float:
+    """Seconds a client that waits for nothing else spends on a realistic host (no
+    backoff counted): the network-bound floor of a batch is their sum / concurrency."""
+    found = real_host(host)
+    assert found is not None, host
+    attempts = 1 + retries
+    return {"page": found.delay, "www": found.delay, "missing": found.delay,
+            "flaky": 2 * found.delay if retries else found.delay,
+            "hang": attempts * timeout}[found.kind]
+
+
+def real_page_size(i: int) -> int:
+    """The target size of real-<i>'s homepage: 45-75 KB, about 60 KB on average."""
+    return 45_000 + (i * 7919 + 104_729) % 30_000
+
+
+def _as_real(text: str, i: int) -> str:
+    return text.replace(f"site-{i}", f"real-{i}").replace(f"site{i}", f"real{i}").replace(f"Site {i}", f"Real {i}")
+
+
+def real_page(i: int) -> bytes:
+    """real-<i>'s homepage: the head of a CMS-built site and a body as dense with tags
+    as one (nested divs, menus, cards with images, buttons and spans: about one tag
+    every 40 bytes), about ``real_page_size(i)`` bytes, the same every time."""
+    head = site_page(i).split(b"</head>", 1)[0].decode()
+    head = _as_real(head, i)
+    menu = "".join(
+        f'<li class="menu-item menu-item-{k}"><a href="/{slug}/" class="menu-link"><span>{slug.title()}</span></a>'
+        f'<ul class="sub-menu">'
+        + "".join(f'<li class="menu-item"><a href="/{slug}/{j}/"><span>{slug.title()} {j}</span></a></li>' for j in range(4))
+        + "</ul></li>\n"
+        for k, slug in enumerate(("about", "services", "products", "pricing", "blog", "careers", "support", "contact"))
+    )
+    pool, parts = _paragraphs(), []
+    header = (f'</head>\n<body class="home page-template-default wp-custom-logo">\n<div id="page" class="site">'
+              f'<header class="site-header"><div class="container"><div class="row"><div class="col-3">'
+              f'<a href="/" class="brand"><img src="/static/logo.png" alt="Real {i} logo" width="160" height="48"></a>'
+              f'</div><div class="col-9"><nav class="main-nav" aria-label="Main"><ul class="menu">\n{menu}</ul></nav>'
+              f'</div></div></div></header>\n<main id="content" class="site-main">\n'
+              f'<section class="hero"><div class="container"><h1 class="hero-title">Welcome to Real {i}</h1></div></section>\n')
+    footer = "</main>" + _as_real(site_page(i).split(b"</main>", 1)[1].decode(), i)
+    size, target = len(head) + len(header) + len(footer), real_page_size(i)
+    parts.append(head + header)
+    for k in range(2000):
+        if size >= target:
+            break
+        words = pool[(i * 31 + k * 17) % len(pool)].split()
+        card = (
+            f'<div class="card card-{k % 6}"><div class="card-inner"><figure class="card-media">'
+            f'<a href="/services/{k}/"><img src="/static/img/card-{k}.jpg" alt="{" ".join(words[:3])}" width="320" height="200" loading="lazy"></a>'
+            f'</figure><div class="card-body"><h3 class="card-title"><a href="/services/{k}/">{" ".join(words[3:7])}</a></h3>'
+            f'<p class="card-text"><span>{" ".join(words[7:19])}</span> <strong>{" ".join(words[19:22])}</strong>'
+            f' <em>{" ".join(words[22:30])}</em></p><ul class="card-tags"><li><span class="tag">{words[0]}</span></li>'
+            f'<li><span class="tag">{words[1]}</span></li><li><span class="tag">{words[2]}</span></li></ul>'
+            f'<div class="card-actions"><a class="btn btn-primary" href="/services/{k}/">Read more</a>'
+            f'<button type="button" class="btn btn-link" data-id="{k}"><i class="icon icon-share"></i><span>Share</span></button>'
+            f'</div></div></div></div>\n'
+        )
+        if k % 6 == 0:
+            card = f'<section class="block block-{k // 6}"><div class="container"><div class="row">\n' + card
+        if k % 6 == 5:
+            card += "</div></div></section>\n"
+        parts.append(card)
+        size += len(card)
+    if not parts[-1].endswith("</section>\n"):
+        parts.append("</div></div></section>\n")
+    parts.append(footer.replace("</body>", "</div></body>"))
+    return "".join(parts).encode()

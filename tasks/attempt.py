@@ -13,7 +13,6 @@ import os
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from scrapersky.batch import BatchOptions, DomainOutcome, DomainStatus, utcnow
 from scrapersky.errors import DomainError
@@ -22,7 +21,7 @@ from scrapersky.retry import retry_delay
 from scrapersky.web.fetch import Fetcher
 from scrapersky.web.guard import Reach
 
-__all__ = ["scrape_page", "scrape_with_retries", "scrape_many", "outcome_from_error", "start_worker", "jitter"]
+__all__ = ["scrape_page", "scrape_with_retries", "outcome_from_error", "start_worker", "jitter"]
 
 
 #: Extractions at once in one process. Extraction is CPU work under the GIL: more threads
@@ -92,16 +91,6 @@ def scrape_with_retries(domain: str, fetcher: Fetcher) -> DomainOutcome:
                 return outcome_from_error(domain, error)
             time.sleep(delay)
             attempt += 1
-
-
-def scrape_many(domains: list[str], fetcher: Fetcher | None = None) -> list[DomainOutcome]:
-    """Every domain's outcome, ``options.concurrency`` at a time. In a worker process the
-    fetcher is the one its initializer built."""
-    fetcher = fetcher or _worker_fetcher
-    if fetcher is None:
-        raise RuntimeError("scrape_many: no fetcher (a worker process starts with start_worker)")
-    with ThreadPoolExecutor(max_workers=max(1, min(fetcher.options.concurrency, len(domains)))) as pool:
-        return list(pool.map(lambda domain: scrape_with_retries(domain, fetcher), domains))
 
 
 _worker_fetcher: Fetcher | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from uuid import UUID
 
@@ -26,7 +26,8 @@ from scrapersky.batch import BatchOptions, DomainOutcome
 from scrapersky.retry import is_retryable, retry_delay
 from scrapersky.web import Fetcher, Reach
 
-from .attempt import jitter, outcome_from_error, scrape_many, scrape_page, scrape_with_retries
+from .attempt import jitter, outcome_from_error, scrape_page, scrape_with_retries
+from .workers import WorkerPool
 
 __all__ = ["scrape_domain", "scrape_domain_for", "scrape_domains", "outcome_from_error"]
 
@@ -81,15 +82,15 @@ def scrape_domains(
     options: BatchOptions,
     reach: Reach,
     extra: int,
-    pool: Executor | None = None,
+    pool: WorkerPool | None = None,
     sink: OutcomeSink | None = None,
 ) -> list[DomainOutcome]:
     """A sub-batch of a large batch: every domain's outcome, each retried on its own.
 
     ``options.concurrency`` fetches at once: threads of this task, or, given a pool of
-    worker processes, threads of one worker per piece of the sub-batch. ``sink`` (the
-    flow's progress recorder, in the flow's process) hears of each outcome as soon as
-    it is known; all of them are returned.
+    worker processes (``tasks.workers``), the pool's fetch threads, which every
+    sub-batch in flight shares. ``sink`` (the flow's progress recorder, in the flow's
+    process) hears of each outcome as soon as it is known; all of them are returned.
     """
     outcomes: list[DomainOutcome] = []
 
@@ -107,12 +108,4 @@ def scrape_domains(
             for piece in concurrent.futures.as_completed(pieces):
                 deliver([piece.result()])
         return outcomes
-    size = 4 * options.concurrency  # a worker process's share: a few rounds of its threads
-    pieces = [pool.submit(scrape_many, domains[start:start + size]) for start in range(0, len(domains), size)]
-    try:
-        for piece in concurrent.futures.as_completed(pieces):
-            deliver(piece.result())
-    finally:
-        for piece in pieces:  # after a failure: what has not started does not start
-            piece.cancel()
-    return outcomes
+    return pool.scrape(domains, deliver=sink if sink is not None else (lambda outcome: None))

@@ -99,3 +99,38 @@ def test_site_pages_on_the_farm():
         assert farm.stats() == {"connections": 2, "requests": 2, "hosts": 1, "not_found": 1,
                                 "bytes_sent": pytest.approx(len(site_page(7)) + 300, abs=300)}
         assert farm.stats(reset=True)["requests"] == 2 and farm.stats()["requests"] == 0 and not farm.hits
+
+
+def test_a_peer_on_every_core_splits_the_domains_and_the_concurrency():
+    from benchmarks.contestants import shard_indices, shard_of, shard_share
+    from benchmarks.every_core import commands
+
+    for n, shards, concurrency in ((2000, 2, 200), (10, 3, 5), (7, 4, 2)):
+        parts = [list(shard_indices(n, k, shards)) for k in range(shards)]
+        assert sorted(i for part in parts for i in part) == list(range(n))  # each domain once
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+        shares = [shard_share(concurrency, k, shards) for k in range(shards)]
+        assert min(shares) >= 1 and (sum(shares) == concurrency or concurrency < shards)
+    assert shard_of(None) == (0, 1) and shard_of("1/2") == (1, 2)
+    with pytest.raises(ValueError):
+        shard_of("2/2")
+    assert commands(2, ["x", "--results", "r.{shard}.jsonl"]) == [
+        ["x", "--results", "r.0.jsonl", "--shard", "0/2"], ["x", "--results", "r.1.jsonl", "--shard", "1/2"]]
+
+
+def test_peers_on_every_core_fetch_the_realistic_web_with_retries_and_redirects(tmp_path):
+    """raw-cores and scrapy-cores on real-<i>: every page a host serves (a 503 tried
+    again, a 301 to www. followed), none of the hanging or missing ones."""
+    out = tmp_path / "bench.json"
+    code = bench.main(["--realistic", "--n", str(N), "--repeat", "1", "--concurrency", "20", "--cores", "2",
+                       "--request-timeout", "3.5", "--contestants", "raw-cores,scrapy-cores", "--timeout", "120",
+                       "--json", str(out), "--quiet"])
+    document = json.loads(out.read_text())
+    expected = checks.expected_pages(N, "real", 1)
+    assert 0 < expected < N
+    for run in document["runs"]:
+        assert run["expected_pages"] == expected
+        assert run["pages_ok"] == run["titles_ok"] == expected, (run["contestant"], run["problems"])
+        assert run["farm"]["hosts"] > N  # the www. hosts too
+    assert code == 0
+    assert document["lower_bounds"][str(N)]["lower_bound_s"] > 0
