@@ -3,7 +3,7 @@ extract), the retry loop around it, and the failed outcome of an error.
 
 Kept free of Prefect so a worker process that scrapes a large batch's domains starts
 in under a second (a Python with Prefect imported takes about 2.5 s). A worker
-process gets what it needs once, from its pool's initializer (``start_worker``): the
+process gets what it needs once, when it starts (``start_worker``): the
 batch's options and the operator's reach; it reads no setting itself.
 """
 
@@ -93,15 +93,10 @@ def scrape_with_retries(domain: str, fetcher: Fetcher) -> DomainOutcome:
             attempt += 1
 
 
-_worker_fetcher: Fetcher | None = None
-
-
-def start_worker(parent: int, options: BatchOptions, reach: Reach) -> None:
-    """A worker process's initializer: its fetcher for the batch, and an exit when the
-    flow's process is gone (a SIGKILL leaves a pool's workers orphaned, idle or still
-    fetching, for good)."""
-    global _worker_fetcher
-    _worker_fetcher = Fetcher(options, reach)
+def start_worker(parent: int, options: BatchOptions, reach: Reach) -> Fetcher:
+    """A worker process's start: few malloc arenas, an exit when the flow's process is
+    gone (a SIGKILL leaves a pool's workers orphaned, idle or still fetching, for good),
+    and its fetcher for the batch."""
     _few_malloc_arenas()
 
     def watch() -> None:
@@ -110,6 +105,7 @@ def start_worker(parent: int, options: BatchOptions, reach: Reach) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    return Fetcher(options, reach)
 
 
 def _glibc():

@@ -91,11 +91,7 @@ def _attempt(fetcher: Fetcher, domain: str, attempt: int, outbox: Any, timers: _
 def serve(parent: int, options: BatchOptions, reach: Reach, inbox: Any, outbox: Any) -> None:
     """A worker process: ``options.concurrency`` threads fetch the domains of the inbox
     (a None ends it) and put each outcome in the outbox."""
-    import scrapersky.tasks.attempt as attempt_module
-
-    start_worker(parent, options, reach)  # the fetcher, few malloc arenas, exit with the parent
-    fetcher = attempt_module._worker_fetcher
-    assert fetcher is not None
+    fetcher = start_worker(parent, options, reach)  # few malloc arenas, exit with the parent
     # The next domain for a free thread: retries that are due, and one from the inbox.
     ready: queue.Queue[tuple[str, int] | None] = queue.Queue(maxsize=1)
     timers = _Timers(ready)
