@@ -56,7 +56,7 @@ import struct
 import tempfile
 import threading
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from functools import cache
 from http import HTTPStatus
 from pathlib import Path
@@ -151,6 +151,7 @@ class Farm:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, latency: float = 0.1) -> None:
         self.latency = latency  # before a site-<i> page
         self._hits: Counter[str] = Counter()
+        self._arrivals: deque[str] = deque(maxlen=100_000)  # the Host of each GET, in order
         self._lock = threading.Lock()
         self._counts = {"connections": 0, "bytes_sent": 0, "not_found": 0}
         self.trap = _Trap()
@@ -185,6 +186,12 @@ class Farm:
         with self._lock:
             return Counter(self._hits)
 
+    @property
+    def arrivals(self) -> list[str]:
+        """The Host of each GET request, in the order they arrived (the last 100,000)."""
+        with self._lock:
+            return list(self._arrivals)
+
     def stats(self, reset: bool = False) -> dict[str, int]:
         """Counters since the start (or the last reset): connections, requests, distinct
         hosts requested, 404s, bytes sent. ``reset`` also clears ``hits``."""
@@ -192,6 +199,7 @@ class Farm:
             counts = dict(self._counts, requests=sum(self._hits.values()), hosts=len(self._hits))
             if reset:
                 self._hits.clear()
+                self._arrivals.clear()
                 self._counts = dict.fromkeys(self._counts, 0)
         return counts
 
@@ -278,6 +286,7 @@ class Farm:
             host = authority.split(":")[0]
             with self._lock:
                 self._hits[host] += 1
+                self._arrivals.append(host)
                 hits = self._hits[host]
             await self._answer(_Response(writer, self, authority), host, request[1], hits)
         except _QUIET + (asyncio.CancelledError,):

@@ -10,8 +10,8 @@ flow's process: the sub-batch task runs) puts its domains in the inbox and retur
 their outcomes once all are known, handing each to ``deliver`` as soon as it arrives.
 
 Inside a worker (``serve``), a retry's backoff does not hold a fetch slot: the domain
-waits in a timer heap and comes back to the next free thread when its time is up
-(``scrapersky.retry`` decides whether and how long, as everywhere). A worker takes a
+waits in a heap and goes to a free thread once its time is up and no fresh domain is
+waiting in the inbox (``scrapersky.retry`` decides whether and how long, as everywhere). A worker takes a
 domain from the inbox only when one of its threads is about to be free, so what it
 holds is bounded (its threads, its retries waiting, one more).
 
@@ -24,6 +24,7 @@ new pool. Workers exit on their own when the flow's process is gone.
 from __future__ import annotations
 
 import heapq
+import itertools
 import multiprocessing
 import os
 import queue
@@ -45,44 +46,49 @@ __all__ = ["WorkerPool", "serve"]
 
 #: How often the flow's side looks whether a worker process is still alive (seconds).
 _WATCH_INTERVAL = 0.2
+#: How often a worker with no fresh domain looks whether a retry is due (seconds).
+_RETRY_POLL = 0.05
 
 
 # --------------------------------------------------------------------------- a worker
 
 
-class _Timers:
-    """Domains waiting for their retry: handed to ``ready`` when their time is up."""
+class _Retries:
+    """Domains waiting for their next attempt, the earliest due first."""
 
-    def __init__(self, ready: queue.Queue) -> None:
-        self._ready = ready
+    def __init__(self) -> None:
         self._heap: list[tuple[float, int, tuple[str, int]]] = []
-        self._wake = threading.Condition()
-        self._count = 0
-        threading.Thread(target=self._run, name="retry-timers", daemon=True).start()
+        self._lock = threading.Lock()
+        self._count = itertools.count()
 
     def later(self, delay: float, item: tuple[str, int]) -> None:
-        with self._wake:
-            self._count += 1
-            heapq.heappush(self._heap, (time.monotonic() + delay, self._count, item))
-            self._wake.notify()
+        with self._lock:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._count), item))
 
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._heap or self._heap[0][0] > time.monotonic():
-                    self._wake.wait(None if not self._heap else self._heap[0][0] - time.monotonic())
-                _, _, item = heapq.heappop(self._heap)
-            self._ready.put(item)
+    def due(self) -> tuple[str, int] | None:
+        """The next retry whose time is up, if any (taken out)."""
+        with self._lock:
+            if self._heap and self._heap[0][0] <= time.monotonic():
+                return heapq.heappop(self._heap)[2]
+        return None
+
+    def wait(self) -> float:
+        """How long to wait for a fresh domain before looking here again: none while a
+        retry is due, else until the next one is, at most ``_RETRY_POLL``."""
+        with self._lock:
+            if not self._heap:
+                return _RETRY_POLL
+            return min(_RETRY_POLL, max(0.0, self._heap[0][0] - time.monotonic()))
 
 
-def _attempt(fetcher: Fetcher, domain: str, attempt: int, outbox: Any, timers: _Timers) -> None:
-    """One attempt at a domain: its outcome to the outbox, or its retry to the timers."""
+def _attempt(fetcher: Fetcher, domain: str, attempt: int, outbox: Any, retries: _Retries) -> None:
+    """One attempt at a domain: its outcome to the outbox, or its retry to the waiting."""
     try:
         outcome = scrape_page(domain, fetcher, attempt=attempt)
     except Exception as error:  # a DomainError is recorded; a defect too, never retried
         delay = retry_delay(error, attempt, fetcher.options, jitter=jitter())
         if delay is not None:
-            timers.later(delay, (domain, attempt + 1))
+            retries.later(delay, (domain, attempt + 1))
             return
         outcome = outcome_from_error(domain, error)
     outbox.put(outcome)
@@ -90,22 +96,36 @@ def _attempt(fetcher: Fetcher, domain: str, attempt: int, outbox: Any, timers: _
 
 def serve(parent: int, options: BatchOptions, reach: Reach, inbox: Any, outbox: Any) -> None:
     """A worker process: ``options.concurrency`` threads fetch the domains of the inbox
-    (a None ends it) and put each outcome in the outbox."""
+    (a None ends it) and put each outcome in the outbox.
+
+    A free thread gets a fresh domain from the inbox while there is one, and a retry
+    that is due only when there is none: a retry goes behind the domains not tried yet
+    (as Scrapy's retries, at a lower priority). So the hosts that hang are all found
+    early, and the batch's tail - the last of them, hanging through every attempt - is
+    as short as it can be (a 2,000-host simulation of the realistic web: 18.3 s against
+    20.5 s with retries first; README, "Scale")."""
     fetcher = start_worker(parent, options, reach)  # few malloc arenas, exit with the parent
-    # The next domain for a free thread: retries that are due, and one from the inbox.
+    # The next domain for a free thread: put there only when one is about to be free.
     ready: queue.Queue[tuple[str, int] | None] = queue.Queue(maxsize=1)
-    timers = _Timers(ready)
+    retries = _Retries()
 
     def fetch() -> None:
         while (item := ready.get()) is not None:
-            _attempt(fetcher, item[0], item[1], outbox, timers)
+            _attempt(fetcher, item[0], item[1], outbox, retries)
 
     threads = [threading.Thread(target=fetch, name=f"fetch-{k}", daemon=True) for k in range(options.concurrency)]
     for thread in threads:
         thread.start()
-    while (domain := inbox.get()) is not None:
+    while True:
+        try:
+            domain = inbox.get(timeout=retries.wait())
+        except queue.Empty:
+            if (item := retries.due()) is not None:
+                ready.put(item)
+            continue
+        if domain is None:
+            os._exit(0)  # told to stop: nothing in flight is wanted any more
         ready.put((domain, 1))
-    os._exit(0)  # told to stop: nothing in flight is wanted any more
 
 
 # --------------------------------------------------------------------------- the pool
