@@ -19,7 +19,7 @@ from scrapersky.settings import current_settings
 from scrapersky.tasks.persist import open_batch, persist_batch, recorded_domains
 from scrapersky.tasks.scrape import outcome_from_error
 
-from .fan_out import fan_out
+from .fan_out import FanOut
 from .heartbeat import Heartbeat, heartbeat_interval
 from .progress import ProgressRecorder
 
@@ -77,18 +77,19 @@ def batch_scrape(batch: BatchRequest) -> BatchStatus | State:
     plan = plan_domains(entries, max_batch_size=settings.max_batch_size, recorded=batch.by_reference)
 
     flow_run_id = runtime.flow_run.id  # the batch's owner: every write below names it
-    already_done = open_batch(
-        database, NewBatch.of(batch_id, batch.tenant_id, plan, options, recorded=batch.by_reference),
-        flow_run_id=flow_run_id, stale_after=settings.stale_after,
-    )
-    to_fetch = [domain for domain in plan.domains if domain not in already_done]
-    progress = ProgressRecorder(
-        database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id, total=len(to_fetch)
-    )
-    with Heartbeat(database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id,
-                   interval=heartbeat_interval(settings.stale_after)):
-        for outcome in fan_out(to_fetch, options, settings, batch_id=batch_id):
-            progress(outcome)
+    with FanOut(options, settings, expected=len(plan.domains), batch_id=batch_id) as fan_out:
+        already_done = open_batch(
+            database, NewBatch.of(batch_id, batch.tenant_id, plan, options, recorded=batch.by_reference),
+            flow_run_id=flow_run_id, stale_after=settings.stale_after,
+        )
+        to_fetch = [domain for domain in plan.domains if domain not in already_done]
+        progress = ProgressRecorder(
+            database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id, total=len(to_fetch)
+        )
+        with Heartbeat(database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id,
+                       interval=heartbeat_interval(settings.stale_after)):
+            for outcome in fan_out.outcomes(to_fetch):
+                progress(outcome)
     status = persist_batch(
         database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id,
         # Plain data, thousands of nested dicts: quoted, Prefect does not walk it looking

@@ -218,15 +218,22 @@ def real_title(i: int) -> str:
     return f"Real {i} | Farm"
 
 
+def real_attempt_seconds(host: str, *, timeout: float, retries: int) -> list[float]:
+    """Seconds each attempt at a realistic host takes a client that waits for nothing
+    else (a hang: the whole timeout, every attempt; a flaky host: its 503, then its page)."""
+    found = real_host(host)
+    assert found is not None, host
+    if found.kind == "hang":
+        return [timeout] * (1 + retries)
+    if found.kind == "flaky" and retries:
+        return [found.delay, found.delay]
+    return [found.delay]
+
+
 def real_service_seconds(host: str, *, timeout: float, retries: int) -> float:
     """Seconds a client that waits for nothing else spends on a realistic host (no
     backoff counted): the network-bound floor of a batch is their sum / concurrency."""
-    found = real_host(host)
-    assert found is not None, host
-    attempts = 1 + retries
-    return {"page": found.delay, "www": found.delay, "missing": found.delay,
-            "flaky": 2 * found.delay if retries else found.delay,
-            "hang": attempts * timeout}[found.kind]
+    return sum(real_attempt_seconds(host, timeout=timeout, retries=retries))
 
 
 def real_page_size(i: int) -> int:

@@ -209,6 +209,8 @@ class WorkerPool:
             except (EOFError, OSError) as error:
                 self._break(f"{type(error).__name__}: {error}")
                 return
+            if outcome is None:  # close() wakes the reader up: it is done
+                continue
             with self._lock:
                 job = self._jobs.pop(outcome.domain, None)
             if job is None:
@@ -242,6 +244,7 @@ class WorkerPool:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._outbox.put(None)  # the reader stops now, not at its next look
         self._stop_processes()
         self._reader.join(timeout=5)
         for channel in (self._inbox, self._outbox):

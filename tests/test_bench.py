@@ -133,4 +133,17 @@ def test_peers_on_every_core_fetch_the_realistic_web_with_retries_and_redirects(
         assert run["pages_ok"] == run["titles_ok"] == expected, (run["contestant"], run["problems"])
         assert run["farm"]["hosts"] > N  # the www. hosts too
     assert code == 0
-    assert document["lower_bounds"][str(N)]["lower_bound_s"] > 0
+    bounds = document["lower_bounds"][str(N)]
+    assert bounds["lower_bound_s"] > 0
+    assert bounds["in_order_floor_s"] >= bounds["network_bound_s"]
+
+
+@pytest.mark.parametrize(("attempts", "concurrency", "floor"), [
+    ([[1.0]] * 4, 2, 2.0),               # two rounds of two
+    ([[5.0, 5.0], [1.0], [1.0]], 1, 12.0),  # one slot: the hang's retry after the two untried hosts
+    ([[5.0, 5.0], [1.0], [1.0]], 2, 10.0),  # the retry takes the slot freed at 5 s
+    ([[1.0], [1.0], [5.0, 5.0]], 2, 11.0),  # a hang found last: nothing left to overlap its retry
+    ([[0.3]] * 1000, 50, 6.0),           # the fixed-delay row: N / concurrency x delay
+])
+def test_the_in_order_floor_schedules_untried_hosts_before_retries(attempts, concurrency, floor):
+    assert bench.in_order_floor(attempts, concurrency) == pytest.approx(floor)
