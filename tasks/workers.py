@@ -11,9 +11,10 @@ their outcomes once all are known, handing each to ``deliver`` as soon as it arr
 
 Inside a worker (``serve``), a retry's backoff does not hold a fetch slot: the domain
 waits in a heap and goes to a free thread once its time is up and no fresh domain is
-waiting in the inbox (``scrapersky.retry`` decides whether and how long, as everywhere). A worker takes a
-domain from the inbox only when one of its threads is about to be free, so what it
-holds is bounded (its threads, its retries waiting, one more).
+waiting in the inbox (``scrapersky.retry`` decides whether and how long, as
+everywhere). A worker takes a domain from the inbox only when one of its threads is
+about to be free, so what it holds is bounded (its threads, its retries waiting, one
+more).
 
 A worker process that dies breaks the pool, as a ``ProcessPoolExecutor`` breaks:
 every caller still waiting gets ``BrokenProcessPool`` (its outcomes delivered so far
