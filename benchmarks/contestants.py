@@ -25,8 +25,8 @@ imports and interpreter start left out.
 from __future__ import annotations
 
 import argparse
-import gc
 import asyncio
+import gc
 import json
 import resource
 import sys
