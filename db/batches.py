@@ -24,7 +24,7 @@ from scrapersky.batch import (
     utcnow,
 )
 from scrapersky.domains import DomainPlan
-from scrapersky.errors import BatchAlreadyRunning, BatchFinished, BatchIdTaken, BatchNotFound
+from scrapersky.errors import BatchAlreadyRunning, BatchFinished, BatchIdTaken, BatchNotFound, BatchSuperseded
 
 from .models import BatchJob, DomainResult
 from .schema import LEGACY_FILLS, SchemaReport
@@ -33,6 +33,7 @@ __all__ = [
     "PROCESSOR_TYPE",
     "BatchStatusReport",
     "NewBatch",
+    "Registration",
     "register_batch",
     "note_flow_run",
     "recorded_domains",
@@ -42,9 +43,15 @@ __all__ = [
     "save_progress",
     "record_outcomes",
     "end_batch",
-    "StaleBatch",
-    "stale_batches",
-    "note_recovery",
+    "release_batch",
+    "retire_run",
+    "Candidate",
+    "recovery_candidates",
+    "take_over",
+    "settle",
+    "FOREIGN_ROW_ERROR",
+    "generation_of",
+    "run_key",
     "get_batch_status",
     "batch_progress",
 ]
@@ -119,7 +126,7 @@ async def _owned_batch(session: AsyncSession, batch_id: UUID, tenant_id: UUID, f
     """The batch row, locked, when ``flow_run_id`` owns it; BatchAlreadyRunning (nothing
     written) when another run does, or nobody (a recovery took it away from this run)."""
     row = await _locked_batch(session, batch_id, tenant_id)
-    owner = (row.batch_metadata or {}).get("flow_run_id")
+    owner = _owner(row)
     if owner != flow_run_id:
         raise BatchAlreadyRunning(
             f"batch {batch_id} is owned by flow run {owner or '(none: a recovery took it over)'}, "
@@ -163,6 +170,8 @@ class NewBatch:
     input_summary: dict[str, int] | None  # None: keep what the registration recorded
     options: dict[str, Any]
     created_by: UUID | None = None
+    #: Which run of the batch asks (``BatchRequest.generation``); None: a person's own start.
+    generation: int | None = None
 
     @classmethod
     def of(
@@ -175,12 +184,34 @@ class NewBatch:
         created_by: UUID | None = None,
         extra_options: dict[str, Any] | None = None,
         recorded: bool = False,
+        generation: int | None = None,
     ) -> NewBatch:
         """``extra_options``: recorded with the options though no fetch reads them (the old
         API's ``max_pages``). ``recorded``: the plan was made from the domains the batch
         recorded at registration (its input counts are kept)."""
         return cls(batch_id, tenant_id, plan.domains + list(plan.invalid), None if recorded else plan.summary(),
-                   {**(extra_options or {}), **options.model_dump(mode="json")}, created_by)
+                   {**(extra_options or {}), **options.model_dump(mode="json")}, created_by, generation)
+
+
+#: batch_metadata keys of a batch's runs: the run that owns it, which of its runs may
+#: run it now, and why its last run let it go.
+OWNER_KEY, GENERATION_KEY, RELEASED_KEY = "flow_run_id", "generation", "released"
+
+
+def _owner(row: BatchJob) -> str | None:
+    return (row.batch_metadata or {}).get(OWNER_KEY)
+
+
+def generation_of(row: BatchJob) -> int:
+    """Which run of the batch may run it now: 0 for its first submission, one more each
+    time a run of it died, or a final answer was given (a refusal, a resubmission)."""
+    return int((row.batch_metadata or {}).get(GENERATION_KEY) or 0)
+
+
+def run_key(batch_id: UUID, generation: int) -> str:
+    """The idempotency key of the batch's run of ``generation``: the same submission twice
+    is one flow run; a batch whose run died gets a new one."""
+    return str(batch_id) if generation == 0 else f"{batch_id}:{generation}"
 
 
 async def open_batch(
@@ -207,6 +238,15 @@ async def open_batch(
         row = await _insert_pending(session, batch_id, tenant_id, schema, batch.created_by)
     elif row.tenant_id != tenant_id:
         raise BatchNotFound(f"batch {batch_id} not found")
+    elif batch.generation is not None and batch.generation != generation_of(row):
+        raise BatchSuperseded(
+            f"batch {batch_id}: this run (of its run {batch.generation}) was superseded by run "
+            f"{generation_of(row)} (a refused submission, a resubmission or a recovery): nothing done"
+        )
+    elif batch.generation is not None and (_status(row) or BatchStatus.PENDING).is_final:
+        raise BatchSuperseded(
+            f"batch {batch_id} ended {_status(row)} before this run started: submit it again to run it again"
+        )
     elif _alive_elsewhere(row, flow_run_id, stale_after):
         raise BatchAlreadyRunning(
             f"batch {batch_id} is being run by flow run {(row.batch_metadata or {}).get('flow_run_id')} "
@@ -225,7 +265,8 @@ async def open_batch(
             "run them as a new batch (no --batch-id); resuming it with its own domains (or none) is allowed"
         )
     keys = set(statuses) | set(domains)
-    metadata["flow_run_id"] = flow_run_id
+    metadata[OWNER_KEY] = flow_run_id
+    metadata.pop(RELEASED_KEY, None)
     if batch.input_summary is not None:
         metadata["input"] = batch.input_summary
     row.batch_metadata = metadata
@@ -264,24 +305,48 @@ async def _insert_pending(
     return row
 
 
-async def register_batch(session: AsyncSession, batch: NewBatch, *, schema: SchemaReport) -> bool:
+@dataclass(frozen=True)
+class Registration:
+    """What a submission found: whether it created the batch, and which run of it to ask
+    Prefect for (None: the batch ended with outcomes, nothing to run)."""
+
+    created: bool
+    generation: int | None
+    reopened: bool = False  # it had ended failed or cancelled: this submission runs it again
+
+
+async def register_batch(session: AsyncSession, batch: NewBatch, *, schema: SchemaReport) -> Registration:
     """Create a batch ``pending``, its domains recorded, before any run picks it up.
 
-    Returns False when the tenant's batch exists already (the same submission again);
-    another tenant's batch id is refused. Concurrent registrations of one id make one row.
+    The tenant's batch submitted again: one that runs or waits to is the same batch (and
+    the same run); one that ended ``failed`` or ``cancelled`` is opened again (``pending``,
+    a new run: a resubmission is the decision to try again); one that ended with its
+    outcomes (``completed``, ``partial``) is left as it is. Another tenant's batch id is
+    refused. Concurrent registrations of one id make one row.
     """
     await _claim(session, batch.batch_id)
     row = await _lock(session, batch.batch_id)
     if row is not None:
         if row.tenant_id != batch.tenant_id:
             raise BatchIdTaken(f"batch id {batch.batch_id} is taken: choose another one")
-        return False
+        status = _status(row)
+        if status in (BatchStatus.FAILED, BatchStatus.CANCELLED):
+            metadata = dict(row.batch_metadata or {})
+            metadata.pop(OWNER_KEY, None)
+            metadata[GENERATION_KEY] = generation_of(row) + 1
+            metadata.setdefault("reopened", []).append({"at": utcnow().isoformat(), "was": str(status),
+                                                        "error": row.error})
+            row.batch_metadata = metadata
+            row.status, row.error, row.end_time, row.processing_time = BatchStatus.PENDING, None, None, None
+            row.updated_at = utcnow()
+            return Registration(False, metadata[GENERATION_KEY], reopened=True)
+        return Registration(False, None if status is not None and status.is_final else generation_of(row))
     row = await _insert_pending(session, batch.batch_id, batch.tenant_id, schema, batch.created_by)
-    row.batch_metadata = {"input": batch.input_summary}
+    row.batch_metadata = {"input": batch.input_summary, GENERATION_KEY: 0}
     row.options = batch.options
     row.total_domains = len(batch.domains)
     await _record_domains(session, batch.batch_id, batch.domains)
-    return True
+    return Registration(True, 0)
 
 
 async def recorded_domains(session: AsyncSession, batch_id: UUID, tenant_id: UUID) -> list[str]:
@@ -296,14 +361,15 @@ async def recorded_domains(session: AsyncSession, batch_id: UUID, tenant_id: UUI
     return list(found)
 
 
-async def note_flow_run(session: AsyncSession, *, batch_id: UUID, flow_run_id: str) -> None:
-    """Name the flow run that will run a pending batch (unless one has adopted it already)."""
+async def note_flow_run(session: AsyncSession, *, batch_id: UUID, flow_run_id: str, generation: int = 0) -> None:
+    """Name the flow run that will run a pending batch (unless one has adopted it already,
+    or the batch has moved on to a later run)."""
     row = await _lock(session, batch_id)
-    if row is None or row.status != BatchStatus.PENDING:
+    if row is None or row.status != BatchStatus.PENDING or generation_of(row) != generation:
         return
     metadata = dict(row.batch_metadata or {})
-    if metadata.get("flow_run_id") is None:
-        metadata["flow_run_id"] = flow_run_id
+    if metadata.get(OWNER_KEY) is None:
+        metadata[OWNER_KEY] = flow_run_id
         row.batch_metadata = metadata
         row.updated_at = utcnow()
 
@@ -311,7 +377,7 @@ async def note_flow_run(session: AsyncSession, *, batch_id: UUID, flow_run_id: s
 def _alive_elsewhere(row: BatchJob, flow_run_id: str | None, stale_after: float) -> bool:
     if _status(row) not in (BatchStatus.PENDING, BatchStatus.PROCESSING) or row.updated_at is None:
         return False
-    owner = (row.batch_metadata or {}).get("flow_run_id")
+    owner = _owner(row)
     if owner is None or owner == flow_run_id:
         return False  # pending, never started; or this very run again (a flow retry)
     return (utcnow() - _aware(row.updated_at)).total_seconds() < stale_after
@@ -350,7 +416,7 @@ async def heartbeat(session: AsyncSession, *, batch_id: UUID, tenant_id: UUID, f
     row = await _lock(session, batch_id)
     if row is None or row.tenant_id != tenant_id or _status(row) != BatchStatus.PROCESSING:
         return False
-    if (row.batch_metadata or {}).get("flow_run_id") != flow_run_id:
+    if _owner(row) != flow_run_id:
         return False
     row.updated_at = utcnow()
     return True
@@ -369,14 +435,19 @@ async def save_progress(
     by the run that owns the batch only (BatchAlreadyRunning otherwise)."""
     row = await _owned_batch(session, batch_id, tenant_id, flow_run_id)
     await _upsert_results(session, batch_id, list(outcomes))
-    # Counted by the database: a large batch's outcomes are not read back every save.
+    await _count_saved(session, row)
+
+
+async def _count_saved(session: AsyncSession, row: BatchJob) -> None:
+    """The batch's counts and progress from its saved outcomes. Counted by the database:
+    a large batch's outcomes are not read back every save."""
     status = DomainResult.outcome["status"].as_string()
     total, completed, failed = (await session.execute(
         select(
             func.count(),
             func.coalesce(func.sum(case((status == DomainStatus.COMPLETED.value, 1), else_=0)), 0),
             func.coalesce(func.sum(case((status == DomainStatus.FAILED.value, 1), else_=0)), 0),
-        ).where(DomainResult.batch_id == batch_id)
+        ).where(DomainResult.batch_id == row.batch_id)
     )).one()
     row.total_domains = max(row.total_domains or 0, total)
     row.completed_domains, row.failed_domains = completed, failed
@@ -455,16 +526,14 @@ async def end_batch(
 
     Another tenant's batch is never touched; a batch that already has a final status
     keeps it. Given ``flow_run_id`` (a run's hook), only that run's batch ends: one
-    another run owns, or a running one a recovery took away from it, is left alone (a
-    pending batch no run has claimed yet may end). Returns whether the row changed.
+    another run owns, or one a recovery or a stop took away from it, is left alone.
+    Returns whether the row changed.
     """
     row = await _lock(session, batch_id)
     if row is None or row.tenant_id != tenant_id or _status(row) not in (BatchStatus.PENDING, BatchStatus.PROCESSING):
         return False
-    owner = (row.batch_metadata or {}).get("flow_run_id")
-    if flow_run_id is not None and owner != flow_run_id:
-        if owner is not None or _status(row) != BatchStatus.PENDING:
-            return False
+    if flow_run_id is not None and _owner(row) != flow_run_id:
+        return False
     row.error = error
     _finish(row, status)
     return True
@@ -477,66 +546,192 @@ async def fail_submission(session: AsyncSession, *, batch_id: UUID, tenant_id: U
     row = await _lock(session, batch_id)
     if row is None or row.tenant_id != tenant_id or _status(row) != BatchStatus.PENDING:
         return False
-    if (row.batch_metadata or {}).get("flow_run_id") is not None:
+    if _owner(row) is not None:
         return False
     row.error = error
+    # The run Prefect may still start for this submission is refused when it does.
+    row.batch_metadata = {**(row.batch_metadata or {}), GENERATION_KEY: generation_of(row) + 1}
     _finish(row, BatchStatus.FAILED)
     return True
 
 
-@dataclass
-class StaleBatch:
+async def release_batch(
+    session: AsyncSession,
+    *,
+    batch_id: UUID,
+    tenant_id: UUID,
+    flow_run_id: str | None,
+    reason: str,
+    crashed: bool,
+    outcomes: Iterable[DomainOutcome] = (),
+) -> int | None:
+    """The run ``flow_run_id`` lets its batch go without ending it: its last outcomes are
+    saved, the batch waits (``pending``) for a run of the next generation, which skips
+    what is saved, and ``batch_metadata.released`` says why. A run stopped (SIGTERM) or
+    crashed never ends a batch: nobody decided so.
+
+    ``crashed`` counts towards the recovery's attempts (a stop by an operator does not).
+    Returns the generation to run next, or None (nothing written) when the run does not
+    own the batch any more, or the batch has ended."""
+    row = await _lock(session, batch_id)
+    if row is None or row.tenant_id != tenant_id or _status(row) not in (BatchStatus.PENDING, BatchStatus.PROCESSING):
+        return None
+    if _owner(row) != flow_run_id:
+        return None
+    outcomes = list(outcomes)
+    if outcomes:
+        await _upsert_results(session, batch_id, outcomes)
+        await _count_saved(session, row)
+    metadata = dict(row.batch_metadata or {})
+    metadata.pop(OWNER_KEY, None)
+    metadata[GENERATION_KEY] = generation_of(row) + 1
+    metadata[RELEASED_KEY] = {"reason": reason, "at": utcnow().isoformat(), "flow_run_id": flow_run_id,
+                              "crashed": crashed}
+    if crashed:
+        recovery = dict(metadata.get("recovery") or {})
+        recovery["attempts"] = int(recovery.get("attempts", 0)) + 1
+        metadata["recovery"] = recovery
+    row.batch_metadata = metadata
+    row.status = BatchStatus.PENDING
+    row.updated_at = utcnow()
+    return metadata[GENERATION_KEY]
+
+
+async def retire_run(
+    session: AsyncSession, *, batch_id: UUID, generation: int, flow_run_id: str, reason: str
+) -> int | None:
+    """A submission found the run of ``generation`` over while the batch is not: that run
+    died without releasing it. The batch moves to the next generation (its run is asked
+    for next); None when the batch has moved on or ended meanwhile."""
+    row = await _lock(session, batch_id)
+    if row is None or _status(row) not in (BatchStatus.PENDING, BatchStatus.PROCESSING):
+        return None
+    if generation_of(row) != generation or _owner(row) not in (None, flow_run_id):
+        return None
+    metadata = dict(row.batch_metadata or {})
+    metadata.pop(OWNER_KEY, None)
+    metadata[GENERATION_KEY] = generation + 1
+    recovery = dict(metadata.get("recovery") or {})
+    recovery["attempts"] = int(recovery.get("attempts", 0)) + 1
+    recovery.setdefault("dead_flow_runs", []).append(flow_run_id)
+    recovery["last_reason"] = reason
+    metadata["recovery"] = recovery
+    row.batch_metadata = metadata
+    row.status = BatchStatus.PENDING
+    row.updated_at = utcnow()
+    return generation + 1
+
+
+#: The error of a row another writer left pending or running whose domains it never
+#: recorded (ScraperSky's old service kept only their count).
+FOREIGN_ROW_ERROR = (
+    "left {status} by an earlier backend; its domains were never recorded: submit them again"
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A batch still to be worked on, as the recovery sees it (the row may change before
+    the recovery acts: ``take_over`` and ``end_batch`` check it again under its lock)."""
+
     batch_id: UUID
     tenant_id: UUID
-    flow_run_id: str | None
+    status: str
+    owner: str | None
+    generation: int
+    stale: bool  # no update for stale_after
+    released: dict[str, Any] | None  # a run let it go (batch_metadata.released)
+    attempts: int  # runs of it that crashed or vanished
     options: dict[str, Any]
-    domains: list[str]
-    attempts: int
+    #: A row another writer left (no domain of it in domain_results); its domains when the
+    #: row says them, else None.
+    foreign: bool = False
+    foreign_domains: list[str] | None = None
 
 
-async def stale_batches(session: AsyncSession, *, stale_after: float) -> list[StaleBatch]:
-    """Batches pending or processing with no update for ``stale_after`` seconds.
-
-    Ours only: every batch this system registers or opens records its domains in
-    domain_results. Rows another writer left pending or processing (ScraperSky's old
-    service) have none and nothing to resume: they are left as they are."""
+async def recovery_candidates(session: AsyncSession, *, stale_after: float) -> list[Candidate]:
+    """Every batch pending or running that a recovery should look at: one a run released,
+    one with an owner (its run may be dead: Prefect tells), and one with no update for
+    ``stale_after`` seconds (ours, or another writer's)."""
     cutoff = utcnow() - timedelta(seconds=stale_after)
     ours = exists().where(DomainResult.batch_id == BatchJob.batch_id)
-    rows = (
-        await session.scalars(
-            select(BatchJob).where(
-                BatchJob.status.in_(ACTIVE_STATUS_WORDS), BatchJob.updated_at < cutoff, ours
-            )
-        )
-    ).all()
+    rows = (await session.execute(select(BatchJob, ours).where(BatchJob.status.in_(ACTIVE_STATUS_WORDS)))).all()
     found = []
-    for row in rows:
-        domains = (await session.scalars(select(DomainResult.domain).where(DomainResult.batch_id == row.batch_id))).all()
-        metadata = row.batch_metadata or {}
-        found.append(StaleBatch(
-            batch_id=row.batch_id, tenant_id=row.tenant_id, flow_run_id=metadata.get("flow_run_id"),
-            options=row.options or {}, domains=list(domains),
-            attempts=int((metadata.get("recovery") or {}).get("attempts", 0)),
+    for row, recorded in rows:
+        metadata = row.batch_metadata if isinstance(row.batch_metadata, dict) else {}
+        stale = row.updated_at is None or _aware(row.updated_at) < cutoff
+        released = metadata.get(RELEASED_KEY) if _owner(row) is None else None
+        if not (stale or released or _owner(row)):
+            continue
+        found.append(Candidate(
+            batch_id=row.batch_id, tenant_id=row.tenant_id, status=row.status, owner=_owner(row),
+            generation=generation_of(row), stale=stale, released=released,
+            attempts=int((metadata.get("recovery") or {}).get("attempts", 0)), options=row.options or {},
+            foreign=not recorded, foreign_domains=None if recorded else _domains_in_row(row),
         ))
     return found
 
 
-async def note_recovery(session: AsyncSession, *, batch_id: UUID, reason: str) -> int:
-    """Count one recovery attempt in batch_metadata.recovery and take the batch away from
-    its dead run (so the next run may adopt it); returns the attempt number."""
-    row = await _lock(session, batch_id)
-    if row is None:
-        raise BatchNotFound(f"batch {batch_id} not found")
+def _domains_in_row(row: BatchJob) -> list[str] | None:
+    """The domains of a row another writer left, when it says them all: a ``domains`` list
+    in batch_metadata, or the keys of its ``domain_results`` when there are as many as the
+    row's ``total_domains``."""
+    metadata = row.batch_metadata if isinstance(row.batch_metadata, dict) else {}
+    listed = metadata.get("domains")
+    if isinstance(listed, list) and listed and all(isinstance(d, str) for d in listed):
+        return listed
+    entries = _entries(metadata)
+    if entries and len(entries) >= (row.total_domains or 0):
+        return list(entries)
+    return None
+
+
+async def take_over(
+    session: AsyncSession, *, seen: Candidate, reason: str, crashed: bool
+) -> int | None:
+    """The recovery takes the batch away from its dead run (or from nobody) so that a run
+    of the returned generation may adopt it; None when the row changed since ``seen``
+    (another run took it, it ended, a client was given a final answer): nothing written.
+
+    A dead run's generation is closed (a late run of it is refused); a released batch
+    keeps the generation its release opened. ``crashed`` counts one more attempt. A row
+    another writer left gets its domains recorded (ours from now on)."""
+    row = await _lock(session, seen.batch_id)
+    if row is None or _status(row) not in (BatchStatus.PENDING, BatchStatus.PROCESSING):
+        return None
+    if _owner(row) != seen.owner or generation_of(row) != seen.generation:
+        return None
     metadata = dict(row.batch_metadata or {})
     recovery = dict(metadata.get("recovery") or {})
-    recovery["attempts"] = int(recovery.get("attempts", 0)) + 1
+    if crashed:
+        recovery["attempts"] = int(recovery.get("attempts", 0)) + 1
     recovery["last_at"] = utcnow().isoformat()
     recovery["last_reason"] = reason
-    recovery.setdefault("dead_flow_runs", []).append(metadata.pop("flow_run_id", None))
+    if seen.owner is not None:
+        recovery.setdefault("dead_flow_runs", []).append(metadata.pop(OWNER_KEY))
+    if not metadata.get(RELEASED_KEY):
+        metadata[GENERATION_KEY] = generation_of(row) + 1
+    metadata.pop(RELEASED_KEY, None)
     metadata["recovery"] = recovery
     row.batch_metadata = metadata
+    row.status = BatchStatus.PENDING
     row.updated_at = utcnow()
-    return recovery["attempts"]
+    if seen.foreign and seen.foreign_domains:
+        await _record_domains(session, seen.batch_id, seen.foreign_domains)
+    return metadata[GENERATION_KEY]
+
+
+async def settle(session: AsyncSession, *, seen: Candidate, status: BatchStatus, error: str) -> bool:
+    """The recovery ends a batch (``failed``: it gave up, or nothing can run it;
+    ``cancelled``: someone cancelled its run) when the row is still as it saw it."""
+    row = await _lock(session, seen.batch_id)
+    if row is None or _status(row) not in (BatchStatus.PENDING, BatchStatus.PROCESSING):
+        return False
+    if _owner(row) != seen.owner or generation_of(row) != seen.generation:
+        return False
+    row.error = error
+    _finish(row, status)
+    return True
 
 
 async def get_batch_status(

@@ -1,20 +1,42 @@
 """The batch-scrape flow: every domain's homepage fetched, its metadata extracted,
-the batch's progress and every domain's outcome stored in ``batch_jobs``."""
+the batch's progress and every domain's outcome stored in ``batch_jobs``.
 
+How a run ends its batch (README, "When a run stops"):
 
+- it finishes: ``completed``, ``partial`` or ``failed`` (every domain failed);
+- it is refused for good (another tenant's batch, a schema that does not fit, a
+  submission answered already): ``failed`` with the reason, when the batch is its own;
+- it is cancelled by someone (the UI, the API): ``cancelled``;
+- it is stopped (SIGTERM, Ctrl-C) or crashes (its process killed, its database gone
+  for longer than the retries): the batch is never ended. Every outcome already known is
+  saved, the batch is released (``pending``, ``batch_metadata.released`` says why) and
+  the next run of it is asked for at once when the run came from a deployment; the
+  recovery flow resumes it otherwise. A run that ``scrapersky scrape`` started in the
+  foreground is stopped by its user: it saves what it knows and ends ``cancelled``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from uuid import UUID
 
-from prefect import flow, runtime
+from prefect import flow, get_run_logger, runtime
 from prefect.client.schemas.objects import Flow, FlowRun
+from prefect.context import FlowRunContext
+from prefect.exceptions import TerminationSignal
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from scrapersky.batch import DEFAULT_TENANT_ID, BatchRequest, BatchStatus, DomainOutcome
+from scrapersky.batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest, BatchStatus, DomainOutcome
 from scrapersky.db import batches
 from scrapersky.db.batches import NewBatch
+from scrapersky.db.engine import Database
 from scrapersky.domains import DomainPlan, plan_domains
+from scrapersky.errors import BatchError, ConfigError, SchemaMismatch
 from scrapersky.settings import current_settings
 from scrapersky.tasks.persist import open_batch, persist_batch, recorded_domains
 from scrapersky.tasks.scrape import outcome_from_error
@@ -22,19 +44,35 @@ from scrapersky.tasks.scrape import outcome_from_error
 from .fan_out import FanOut
 from .heartbeat import Heartbeat, heartbeat_interval
 from .progress import ProgressRecorder
+from .runs import request_run
 
-__all__ = ["batch_scrape"]
+__all__ = ["batch_scrape", "stopping_cancels"]
+
+#: Errors that end a batch ``failed`` for good: a refusal that no later run would change.
+_REFUSALS = (BatchError, SchemaMismatch, ConfigError)
+
+_stopping_cancels: ContextVar[bool] = ContextVar("scrapersky_stopping_cancels", default=False)
+
+
+@contextmanager
+def stopping_cancels() -> Iterator[None]:
+    """Runs started inside are their user's (``scrapersky scrape`` in the foreground): a
+    stop (Ctrl-C, SIGTERM) ends the batch ``cancelled`` instead of releasing it."""
+    token = _stopping_cancels.set(True)
+    try:
+        yield
+    finally:
+        _stopping_cancels.reset(token)
 
 
 def _end_batch(status: BatchStatus):
-    """A flow-state hook: a batch whose run failed, crashed or was cancelled says so."""
+    """A flow-state hook for the ends someone decided: a refusal, a cancellation."""
 
     # Prefect's runner passes these by keyword: the names matter.
     def hook(flow: Flow, flow_run: FlowRun, state: State) -> None:
-        batch_id, tenant_id = _batch_of(flow_run)
+        batch_id, tenant_id, _ = _batch_of(flow_run)
         error = f"flow run {flow_run.id} ended {state.name}: {state.message or 'no message'}"
-
-        # Only this run's tenant's batch, and only while no other run owns it.
+        # Only this run's tenant's batch, and only while this run owns it.
         run_coro_as_sync(current_settings().database().call(lambda session: batches.end_batch(
             session, batch_id=batch_id, tenant_id=tenant_id, status=status, error=error,
             flow_run_id=str(flow_run.id))))
@@ -42,23 +80,67 @@ def _end_batch(status: BatchStatus):
     return hook
 
 
-def _batch_of(flow_run: FlowRun) -> tuple[UUID, UUID]:
-    """(batch id, tenant id) of a run, from its parameters (as the flow reads them)."""
+def _failed(flow: Flow, flow_run: FlowRun, state: State) -> None:
+    """A failed run: a refusal ends its batch ``failed``; anything else (the database gone
+    for longer than the retries, a bug) releases it for the recovery, which gives up
+    after its attempts."""
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception:  # the result could not be read: not a refusal we know of
+        error = None
+    if isinstance(error, _REFUSALS) or isinstance(error, BatchStatus):  # BatchStatus: every domain failed
+        _end_batch(BatchStatus.FAILED)(flow=flow, flow_run=flow_run, state=state)
+    else:
+        _crashed(flow=flow, flow_run=flow_run, state=state)
+
+
+def _crashed(flow: Flow, flow_run: FlowRun, state: State) -> None:
+    """A crashed run (its process killed, its infrastructure gone) releases its batch and
+    asks for the batch's next run; the run that came from no deployment leaves it to the
+    recovery."""
+    batch_id, tenant_id, options = _batch_of(flow_run)
+    database = current_settings().database()
+    reason = f"flow run {flow_run.id} ended {state.name}: {state.message or 'no message'}"
+    generation = database.run(lambda session: batches.release_batch(
+        session, batch_id=batch_id, tenant_id=tenant_id, flow_run_id=str(flow_run.id), reason=reason, crashed=True))
+    if generation is not None and flow_run.deployment_id is not None:
+        _ask_next_run(database, flow_run.deployment_id, BatchRequest(
+            batch_id=batch_id, tenant_id=tenant_id, options=options, generation=generation))
+
+
+def _ask_next_run(database: Database, deployment_id: UUID, request: BatchRequest) -> None:
+    """Best effort: when Prefect cannot be asked, the recovery resumes the batch."""
+    assert request.batch_id is not None
+    try:
+        run = run_coro_as_sync(request_run(deployment_id, request))
+    except Exception as error:
+        get_run_logger().warning("batch %s: its next run could not be asked for (%s): the recovery will resume it",
+                                 request.batch_id, type(error).__name__)
+        return
+    database.run(lambda session: batches.note_flow_run(
+        session, batch_id=request.batch_id, flow_run_id=str(run.id), generation=request.generation or 0))
+
+
+def _batch_of(flow_run: FlowRun) -> tuple[UUID, UUID, BatchOptions | None]:
+    """(batch id, tenant id, options) of a run, from its parameters (as the flow reads them)."""
     batch = flow_run.parameters.get("batch")
     if isinstance(batch, BatchRequest):
-        batch_id, tenant_id = batch.batch_id, batch.tenant_id
-    elif isinstance(batch, dict):
-        batch_id, tenant_id = batch.get("batch_id"), batch.get("tenant_id")
-    else:
-        batch_id, tenant_id = None, None
-    return UUID(str(batch_id or flow_run.id)), UUID(str(tenant_id or DEFAULT_TENANT_ID))
+        return batch.batch_id or flow_run.id, batch.tenant_id, batch.options
+    batch = batch if isinstance(batch, dict) else {}
+    options = batch.get("options")
+    try:
+        options = BatchOptions.model_validate(options) if options else None
+    except ValueError:
+        options = None
+    return (UUID(str(batch.get("batch_id") or flow_run.id)), UUID(str(batch.get("tenant_id") or DEFAULT_TENANT_ID)),
+            options)
 
 
 @flow(
     name="batch-scrape",
     task_runner=ThreadPoolTaskRunner(max_workers=4),
-    on_failure=[_end_batch(BatchStatus.FAILED)],
-    on_crashed=[_end_batch(BatchStatus.FAILED)],
+    on_failure=[_failed],
+    on_crashed=[_crashed],
     on_cancellation=[_end_batch(BatchStatus.CANCELLED)],
 )
 def batch_scrape(batch: BatchRequest) -> BatchStatus | State:
@@ -79,17 +161,24 @@ def batch_scrape(batch: BatchRequest) -> BatchStatus | State:
     flow_run_id = runtime.flow_run.id  # the batch's owner: every write below names it
     with FanOut(options, settings, expected=len(plan.domains), batch_id=batch_id) as fan_out:
         already_done = open_batch(
-            database, NewBatch.of(batch_id, batch.tenant_id, plan, options, recorded=batch.by_reference),
+            database,
+            NewBatch.of(batch_id, batch.tenant_id, plan, options, recorded=batch.by_reference,
+                        generation=batch.generation),
             flow_run_id=flow_run_id, stale_after=settings.stale_after,
         )
         to_fetch = [domain for domain in plan.domains if domain not in already_done]
         progress = ProgressRecorder(
             database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id, total=len(to_fetch)
         )
-        with Heartbeat(database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id,
-                       interval=heartbeat_interval(settings.stale_after)):
-            for outcome in fan_out.outcomes(to_fetch):
-                progress(outcome)
+        outcomes = fan_out.outcomes(to_fetch)  # held here: a stop is handled before the fan-out closes
+        try:
+            with Heartbeat(database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id,
+                           interval=heartbeat_interval(settings.stale_after), flush=progress.flush):
+                for outcome in outcomes:
+                    progress(outcome)
+        except (TerminationSignal, KeyboardInterrupt) as stop:
+            _stopped(database, batch, batch_id, flow_run_id, _rejected(plan) + progress.unsaved(), stop)
+            raise
     status = persist_batch(
         database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id,
         # Plain data, thousands of nested dicts: quoted, Prefect does not walk it looking
@@ -101,6 +190,35 @@ def batch_scrape(batch: BatchRequest) -> BatchStatus | State:
     if status == BatchStatus.FAILED:
         return Failed(message=f"batch {batch_id}: every domain failed", data=status)
     return status
+
+
+def _stopped(database: Database, batch: BatchRequest, batch_id: UUID, flow_run_id: str,
+             known: list[DomainOutcome], stop: BaseException) -> None:
+    """A stop (SIGTERM, Ctrl-C): every outcome known is saved; the batch is released for
+    its next run, or, in its user's foreground, ends ``cancelled``. A second Ctrl-C
+    interrupts this at once."""
+    signal_name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else getattr(stop, "signal", "SIGTERM")
+    signal_name = getattr(signal_name, "name", signal_name)
+    logger = get_run_logger()
+    if _stopping_cancels.get():
+        database.run(lambda session: batches.save_progress(
+            session, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id, outcomes=known))
+        database.run(lambda session: batches.end_batch(
+            session, batch_id=batch_id, tenant_id=batch.tenant_id, status=BatchStatus.CANCELLED,
+            error=f"stopped by its user ({signal_name}) in flow run {flow_run_id}: resume it with --batch-id",
+            flow_run_id=flow_run_id))
+        logger.warning("batch %s cancelled (%s); %d outcomes saved", batch_id, signal_name, len(known))
+        return
+    generation = database.run(lambda session: batches.release_batch(
+        session, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id, crashed=False,
+        reason=f"flow run {flow_run_id} was stopped ({signal_name}): the batch waits for its next run",
+        outcomes=known))
+    logger.warning("batch %s released (%s); %d outcomes saved", batch_id, signal_name, len(known))
+    context = FlowRunContext.get()
+    deployment_id = context.flow_run.deployment_id if context and context.flow_run else None  # this run's own
+    if generation is not None and deployment_id is not None:
+        _ask_next_run(database, deployment_id, BatchRequest(
+            batch_id=batch_id, tenant_id=batch.tenant_id, options=batch.options, generation=generation))
 
 
 def _rejected(plan: DomainPlan) -> list[DomainOutcome]:

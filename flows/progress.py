@@ -19,6 +19,7 @@ from prefect.artifacts import (
 from prefect.utilities.annotations import quote
 
 from scrapersky.batch import BatchStatus, DomainOutcome
+from scrapersky.db import batches
 from scrapersky.db.engine import Database
 from scrapersky.tasks.persist import save_progress
 
@@ -75,6 +76,23 @@ class ProgressRecorder:
                 self._unsaved[:0] = outcomes
         if self._artifact is not None and self.total:
             update_progress_artifact(self._artifact, 100.0 * self.done / self.total)
+
+    def flush(self) -> None:
+        """Save what waits when ``interval`` has passed since the last save (the heartbeat
+        calls this: the last outcomes before a quiet spell are not left unsaved). A plain
+        write, not a task run: it runs on the heartbeat's thread."""
+        with self._lock:
+            if not self._unsaved or time.monotonic() - self._last_save < self.interval:
+                return
+            batch, self._unsaved, self._last_save = self._unsaved, [], time.monotonic()
+        try:
+            self.database.run(lambda session: batches.save_progress(
+                session, batch_id=self.batch_id, tenant_id=self.tenant_id, flow_run_id=self.flow_run_id,
+                outcomes=batch))
+        except BaseException:
+            with self._lock:
+                self._unsaved[:0] = batch
+            raise
 
     def unsaved(self) -> list[DomainOutcome]:
         """The outcomes not saved yet (for the final persist)."""

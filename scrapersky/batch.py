@@ -293,6 +293,14 @@ class BatchRequest(BaseModel):
     options: BatchOptions | None = Field(
         None, description="How to fetch. Empty: the worker's SCRAPERSKY_* settings."
     )
+    generation: int | None = Field(
+        None, ge=0,
+        description=(
+            "Which run of the batch this is (set by submit_batch and the recovery: a run of a"
+            " submission that was answered already, or replaced, does nothing). Empty: a"
+            " person's own start, which may also resume a batch that ended failed or cancelled."
+        ),
+    )
 
     @model_validator(mode="after")
     def _domains_or_a_registered_batch(self) -> BatchRequest:

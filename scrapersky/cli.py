@@ -179,7 +179,7 @@ def _run_batch(settings: Settings, domains: list[str], *, tenant_id: UUID, batch
     import uuid
 
     from scrapersky.db.batches import batch_progress
-    from scrapersky.flows.batch_scrape import batch_scrape
+    from scrapersky.flows.batch_scrape import batch_scrape, stopping_cancels
 
     batch_id = batch_id or uuid.uuid4()
     database = settings.database()
@@ -202,8 +202,14 @@ def _run_batch(settings: Settings, domains: list[str], *, tenant_id: UUID, batch
         follower = threading.Thread(target=follow, args=(bar, task), name="progress-bar", daemon=True)
         follower.start()
         try:
-            with configured(settings):
+            # Stopped by its user (Ctrl-C, SIGTERM): what is known is saved, the batch ends
+            # cancelled; the same command with --batch-id resumes it.
+            with configured(settings), stopping_cancels():
                 state = batch_scrape(_request(settings, domains, tenant_id, batch_id, options), return_state=True)
+        except KeyboardInterrupt:
+            err.print(f"stopped: batch {batch_id} cancelled; resume it with `scrapersky scrape --batch-id {batch_id}`",
+                      highlight=False)
+            raise typer.Exit(130) from None
         finally:
             finished.set()
             follower.join()
@@ -228,7 +234,7 @@ def _request(settings: Settings, domains: list[str], tenant_id: UUID, batch_id: 
     from .client import register_batch
 
     created = _database(register_batch(domains, tenant_id, batch_id=batch_id, options=options,
-                                       settings=settings), settings.database())
+                                       settings=settings), settings.database()).created
     if not created:
         raise _fail(f"batch {batch_id} exists already: resume it with `scrapersky scrape --batch-id {batch_id}` "
                     "(no domains: the ones it recorded)", 2)
@@ -597,8 +603,9 @@ def up(
     prefect_home: Annotated[Optional[Path], typer.Option("--prefect-home", envvar="SCRAPERSKY_PREFECT_HOME", help="The Prefect server's home (default ~/.scrapersky/prefect).")] = None,
 ) -> None:
     """Start the local stack: a Prefect server, the work pool, the deployments, a worker
-    and the HTTP API; stop them all on Ctrl-C or SIGTERM."""
-    from .stack import StackConfig, default_prefect_home, run_stack, shared_database_url
+    and the HTTP API; keep the worker and the API up; stop them all, in order, on Ctrl-C
+    or SIGTERM."""
+    from .stack import StackConfig, default_prefect_home, prefect_database, run_stack, shared_database_url
 
     settings = _settings()
     database_url = shared_database_url(settings.database_url)
@@ -613,13 +620,15 @@ def up(
         environ.pop("PREFECT_LOGGING_LEVEL", None)
     config = StackConfig(host=host, api_port=api_port, ui_port=ui_port,
                          prefect_home=(prefect_home or default_prefect_home()).expanduser().absolute(),
-                         database_url=database_url, environ=environ)
+                         database_url=database_url, environ=environ,
+                         prefect_database=prefect_database(database_url, environ))
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/yellow] listening on {host}: the Prefect server has no authentication",
                   highlight=False)
 
     def say(line: str) -> None:
-        err.print(line, highlight=False, soft_wrap=True)
+        # Plain text: a reason quoted from a log or a driver may hold [brackets].
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
 
     def announce(config: StackConfig) -> None:
         api = config.url(config.api_port)
@@ -628,10 +637,11 @@ def up(
             f"API          {api}/api/v3/batch_page_scraper  (docs {api}/docs)",
             f"dashboard    {api}/static/batch-domain-scanner.html",
             f"database     {database.where}",
+            f"Prefect db   {config.prefect_database.where(config.prefect_home)}  (the server's state)",
             f"logs         {config.prefect_home / 'scrapersky-up'}",
             "ready; Ctrl-C stops everything",
         ):
-            out.print(line, highlight=False, soft_wrap=True)
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
 
     run_stack(config, say, announce=announce)
     say("stopped")

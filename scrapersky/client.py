@@ -5,13 +5,18 @@
     report = await get_status(batch_id, tenant_id)
 
 ``submit_batch`` records the batch ``pending`` (its domains with it), then asks
-Prefect to run the ``batch-scrape`` deployment with the batch id as idempotency key
-and the batch by reference (the run reads the recorded domains, so a batch of any
-allowed size fits in Prefect's 512 KiB of parameters): the same submission twice is one batch and one flow run. When Prefect cannot be
-asked, ``SubmitFailed`` is raised, and the batch this submission created is marked
-``failed`` with the reason (no batch stays pending because nobody was told to run
-it) - unless a run picked it up meanwhile. A resubmission of an existing batch never
-fails it: another submission or run is responsible for it.
+Prefect to run the ``batch-scrape`` deployment with the batch id and the run's
+generation as idempotency key and the batch by reference (the run reads the recorded
+domains, so a batch of any allowed size fits in Prefect's 512 KiB of parameters): the
+same submission twice is one batch and one flow run. A batch whose run died is given a
+new run when it is submitted again; one that ended ``failed`` or ``cancelled`` is run
+again; one that ended with its outcomes is left as it is.
+
+When Prefect cannot be asked within ``RUN_REQUEST_TIMEOUT`` seconds, ``SubmitFailed``
+is raised, and the batch this submission created (or opened again) is marked ``failed``
+with the reason: no batch stays pending because nobody was told to run it, and a run
+that Prefect still starts for this submission later is refused (an answer given stays
+given). A resubmission of a batch that runs is never failed: its run is responsible.
 
 Both need the database (``DATABASE_URL``) and ``submit_batch`` the Prefect API
 (``PREFECT_API_URL``), as a worker does.
@@ -24,13 +29,12 @@ from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
-from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
 from scrapersky.db import batches
-from scrapersky.db.batches import BatchStatusReport, NewBatch
+from scrapersky.db.batches import BatchStatusReport, NewBatch, Registration
 from scrapersky.db.engine import Database
-from scrapersky.db.schema import checked_schema
+from scrapersky.flows.runs import DEFAULT_DEPLOYMENT, RUN_REQUEST_TIMEOUT, request_run
 
 from .batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest
 from .domains import plan_domains
@@ -38,9 +42,6 @@ from .errors import ConfigError, SubmitFailed
 from .settings import Settings, current_settings
 
 __all__ = ["DEFAULT_DEPLOYMENT", "submit_batch", "register_batch", "get_status", "BatchStatusReport"]
-
-#: flow name / deployment name, as in prefect.yaml.
-DEFAULT_DEPLOYMENT = "batch-scrape/batch-scrape"
 
 
 async def submit_batch(
@@ -53,6 +54,7 @@ async def submit_batch(
     settings: Settings | None = None,
     created_by: UUID | None = None,
     extra_options: dict[str, Any] | None = None,
+    database: Database | None = None,
 ) -> UUID:
     """Create the batch ``pending`` and have the deployment run it; returns the batch id.
 
@@ -62,32 +64,48 @@ async def submit_batch(
 
     Raises EmptyBatch / BatchTooLarge before anything is created, SubmitFailed when
     the deployment cannot be asked to run it (the batch is then ``failed`` if this call
-    created it and no run has claimed it; an existing batch is left as it is).
+    created it or opened it again, and no run has claimed it; one that runs is left as
+    it is). ``database``: the caller's (the API's, with its short timeouts).
     """
     settings = settings or current_settings()
-    database = settings.database()
+    database = database or settings.database()
     _refuse_split_state(database)
-    # By reference: the run reads the domains registered below (any number of them fits
+    batch_id = batch_id or uuid4()
+    registration = await register_batch(domains, tenant_id, batch_id=batch_id, options=options, settings=settings,
+                                        created_by=created_by, extra_options=extra_options, database=database)
+    if registration.generation is None:
+        return batch_id  # it ended with its outcomes: the same submission again, nothing to run
+    # By reference: the run reads the domains registered above (any number of them fits
     # in the flow-run parameters, which Prefect caps at 512 KiB).
-    request = BatchRequest(tenant_id=tenant_id, batch_id=batch_id or uuid4(), options=options)
-    assert request.batch_id is not None
-    created = await register_batch(domains, tenant_id, batch_id=request.batch_id, options=options,
-                                   settings=settings, created_by=created_by, extra_options=extra_options)
-
+    request = BatchRequest(tenant_id=tenant_id, batch_id=batch_id, options=options,
+                           generation=registration.generation)
     try:
-        flow_run_id = await _trigger(deployment, request)
+        run = await _trigger(deployment, request)
+        if run.state is not None and run.state.is_final():
+            # Prefect handed back this generation's run, and it is over while the batch is
+            # not: it died. The batch gets the next generation and a new run.
+            generation = await database.call(lambda session: batches.retire_run(
+                session, batch_id=batch_id, generation=request.generation or 0, flow_run_id=str(run.id),
+                reason=f"submitted again: its flow run {run.id} is {run.state.type.value.lower()}"))
+            if generation is not None:
+                request = request.model_copy(update={"generation": generation})
+                run = await _trigger(deployment, request)
     except Exception as error:
         reason = f"could not start deployment {deployment}: {_reason(error)}"
-        if created:  # only the submission that created the batch may fail it
+        if registration.created or registration.reopened:  # this submission answers for the batch
             await database.call(lambda session: batches.fail_submission(
-                session, batch_id=request.batch_id, tenant_id=tenant_id, error=reason))
+                session, batch_id=batch_id, tenant_id=tenant_id, error=reason))
         else:
-            reason += f" (batch {request.batch_id} existed already and is left as it is)"
+            reason += f" (batch {batch_id} existed already and is left as it is)"
         raise SubmitFailed(reason) from None
 
     await database.call(lambda session: batches.note_flow_run(
-        session, batch_id=request.batch_id, flow_run_id=str(flow_run_id)))
-    return request.batch_id
+        session, batch_id=batch_id, flow_run_id=str(run.id), generation=request.generation or 0))
+    return batch_id
+
+
+#: How a run is asked for (a name tests replace with a Prefect that fails).
+_trigger = request_run
 
 
 def _refuse_split_state(database: Database) -> None:
@@ -123,42 +141,36 @@ async def register_batch(
     settings: Settings | None = None,
     created_by: UUID | None = None,
     extra_options: dict[str, Any] | None = None,
-) -> bool:
+    database: Database | None = None,
+) -> Registration:
     """Record the batch ``pending`` with its domains, for a run to pick up by reference
-    (``BatchRequest(batch_id=...)`` without domains). False when the tenant's batch
-    exists already; SubmitFailed for another tenant's id."""
+    (``BatchRequest(batch_id=...)`` without domains); what was found
+    (``scrapersky.db.batches.register_batch``); SubmitFailed for another tenant's id."""
     settings = settings or current_settings()
-    database = settings.database()
+    database = database or settings.database()
     plan = plan_domains(domains, max_batch_size=settings.max_batch_size)
     await database.prepare()
-    async with database.session() as session:
-        batch = NewBatch.of(batch_id, tenant_id, plan, options or settings.batch_options(),
-                            created_by=created_by, extra_options=extra_options)
-        return await batches.register_batch(session, batch, schema=await checked_schema(session))
+    batch = NewBatch.of(batch_id, tenant_id, plan, options or settings.batch_options(),
+                        created_by=created_by, extra_options=extra_options)
 
+    async def register(session):
+        return await batches.register_batch(session, batch, schema=await database.checked_schema(session))
 
-async def _trigger(deployment: str, request: BatchRequest) -> UUID:
-    async with get_client() as client:
-        found = await client.read_deployment_by_name(deployment)
-        run = await client.create_flow_run_from_deployment(
-            found.id,
-            parameters={"batch": request.model_dump(mode="json", exclude={"domains"})},
-            # The same batch submitted again is the same flow run (Prefect keeps the key).
-            idempotency_key=str(request.batch_id),
-            tags=[f"tenant:{request.tenant_id}"],
-        )
-        return run.id
+    return await database.call(register)
 
 
 def _reason(error: Exception) -> str:
     if isinstance(error, ObjectNotFound):
         return "no such deployment (run `prefect deploy --all`)"
+    if isinstance(error, TimeoutError):
+        return f"the Prefect API did not answer within {RUN_REQUEST_TIMEOUT:.0f} s"
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 async def get_status(
-    batch_id: UUID, tenant_id: UUID = DEFAULT_TENANT_ID, *, settings: Settings | None = None
+    batch_id: UUID, tenant_id: UUID = DEFAULT_TENANT_ID, *, settings: Settings | None = None,
+    database: Database | None = None,
 ) -> BatchStatusReport:
     """The batch as users read it; BatchNotFound for an unknown id or another tenant's."""
-    database = (settings or current_settings()).database()
+    database = database or (settings or current_settings()).database()
     return await database.call(lambda session: batches.get_batch_status(session, batch_id, tenant_id))

@@ -22,6 +22,7 @@
     |   +-- BatchNotFound                batch_not_found (also: another tenant's batch)
     |   +-- BatchAlreadyRunning          batch_running (another live run owns the batch)
     |   +-- BatchFinished                batch_finished (other domains for a batch that ended)
+    |   |   +-- BatchSuperseded          batch_superseded (a run of a submission answered already)
     |   +-- SubmitFailed                 submit_failed (Prefect could not be asked to run it)
     |       +-- BatchIdTaken             batch_id_taken (another tenant's batch has that id)
     +-- AccessError                      the caller may not do this (the HTTP API's refusals)
@@ -61,6 +62,7 @@ __all__ = [
     "BatchNotFound",
     "BatchAlreadyRunning",
     "BatchFinished",
+    "BatchSuperseded",
     "SubmitFailed",
     "BatchIdTaken",
     "AccessError",
@@ -247,6 +249,13 @@ class BatchFinished(BatchError):
     """Domains it never had, for a batch that has ended: a batch is not grown afterwards."""
 
     error_type = "batch_finished"
+
+
+class BatchSuperseded(BatchFinished):
+    """A run of a submission that was answered already (refused with a 503, or replaced by a
+    later submission or recovery): it does nothing."""
+
+    error_type = "batch_superseded"
 
 
 class SubmitFailed(BatchError):

@@ -16,11 +16,11 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from prefect.tasks import exponential_backoff
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from scrapersky.db import batches
 from scrapersky.db.engine import Database
 from scrapersky.db.batches import NewBatch
-from scrapersky.db.schema import checked_schema
 from scrapersky.batch import BatchStatus, DomainOutcome
 
 __all__ = [
@@ -65,15 +65,13 @@ def recorded_domains(database: Database, *, batch_id: UUID, tenant_id: UUID) -> 
 def open_batch(database: Database, batch: NewBatch, *, flow_run_id: str | None, stale_after: float) -> set[str]:
     """Mark the batch ``running`` (creating its row if needed); returns domains already done."""
 
-    async def run() -> set[str]:
-        await database.prepare()
-        async with database.session() as session:
-            schema = await checked_schema(session)  # a mismatch stops the batch before any work
-            return await batches.open_batch(
-                session, batch, flow_run_id=flow_run_id, schema=schema, stale_after=stale_after
-            )
+    async def run(session: AsyncSession) -> set[str]:
+        schema = await database.checked_schema(session)  # a mismatch stops the batch before any work
+        return await batches.open_batch(session, batch, flow_run_id=flow_run_id, schema=schema,
+                                        stale_after=stale_after)
 
-    return asyncio.run(run())
+    database.prepare_now()
+    return database.run(run)
 
 
 @task(name="save-progress", **_database_task)

@@ -160,6 +160,35 @@ def migrated_prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Callable[
 
 
 @pytest.fixture(scope="session")
+def prefect_postgres_template() -> Iterator[str]:
+    """A PostgreSQL database migrated to this Prefect's head once for the session (a
+    fresh one migrates for seconds on every server start): the template each
+    `scrapersky up` on PostgreSQL copies into its ``<db>_prefect`` database
+    (``prefect_database_from``), which `up` then finds existing. Its name."""
+    import subprocess
+
+    name = f"scrapersky_prefect_template_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")} | {
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"{base}/{name}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+    }
+    try:
+        upgraded = subprocess.run([os.path.join(os.path.dirname(sys.executable), "prefect"), "server", "database",
+                                   "upgrade", "-y"], env=env, capture_output=True, text=True, timeout=300)
+        assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+        yield name
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def prefect_database_from(template: str, name: str) -> None:
+    """``name``, a copy of the migrated template (a file copy on the server: instant)."""
+    asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+
+
+@pytest.fixture(scope="session")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, pooled_url: str, migrated_prefect_home: Callable[[str], Path]
 ) -> Iterator[Stack]:

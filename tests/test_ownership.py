@@ -240,8 +240,8 @@ def test_a_batch_slower_than_stale_after_a_fetch_stays_owned(
             time.sleep(0.1)
         for _ in range(3):  # 3.5 s, 5 s, 6.5 s in: no outcome saved yet, longer than stale_after
             time.sleep(1.5 if seen_stale else 3.5)
-            found = sqlite_settings.database().run(lambda session: batches.stale_batches(session, stale_after=2))
-            seen_stale.append([b.batch_id for b in found])
+            found = sqlite_settings.database().run(lambda session: batches.recovery_candidates(session, stale_after=2))
+            seen_stale.append([b.batch_id for b in found if b.stale])
 
     looker = threading.Thread(target=look_while_it_runs)
     looker.start()
@@ -282,7 +282,8 @@ def test_a_run_whose_batch_was_taken_over_cannot_write(database: str) -> None:
         return refused
 
     # A recovery takes the batch away (nobody owns it) ... the old run may not write.
-    db.run(lambda s: batches.note_recovery(s, batch_id=batch_id, reason="stale"))
+    seen = next(c for c in db.run(lambda s: batches.recovery_candidates(s, stale_after=0)) if c.batch_id == batch_id)
+    assert db.run(lambda s: batches.take_over(s, seen=seen, reason="stale", crashed=True)) == 1
     assert writes_of("old-run") == {"save_progress": True, "record_outcomes": True, "end_batch": False,
                                     "heartbeat": False}
     # ... and once the recovery's run owns it, neither.

@@ -186,17 +186,25 @@ def test_rows_scrapersky_wrote_read_right(scrapersky_table: str) -> None:
     assert (report.status, report.progress) == ("processing", 0.5)
 
 
-def test_recovery_resumes_our_stale_batch_and_leaves_scrapersky_stale_rows_alone(
+#: The seed's one named observation: a batch of the old service, pending for over 11,000 s.
+STUCK_SINCE_THE_OLD_BACKEND = uuid.UUID("59ebabe3-68ec-40eb-bdc6-9bed2c0d39f2")
+ANOTHER_TENANT = uuid.UUID("3f1e0c2a-8f4b-4a51-9e7a-0d2c6b5a4e31")
+
+
+def test_recovery_resumes_our_stale_batch_and_ends_or_resumes_rows_the_old_backend_left(
     scrapersky_table: str, prefect_api: str, farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch the API registered (``max_pages`` among its options) and lost is resumed;
-    a row ScraperSky's old service left ``processing`` (its options ``max_concurrent``,
-    no recorded domains) is not ours to resume and stays as it was."""
+    """On ScraperSky's production table: a batch the API registered (``max_pages`` among
+    its options) and lost is resumed; rows ScraperSky's old service left ``pending`` or
+    ``processing`` hours ago are never left so: one whose domains the row never recorded
+    (shaped like 59ebabe3: ``domain_count`` only) ends ``failed`` with an error a person
+    understands; one whose row lists its domains is resumed and completes."""
     from scrapersky.flows.recover_stale_batches import recover_stale_batches
 
     url = scrapersky_table
     monkeypatch.setenv("DATABASE_URL", url)
-    ours, theirs = uuid.uuid4(), uuid.uuid4()
+    ours, theirs, listed = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    stuck = STUCK_SINCE_THE_OLD_BACKEND
     batch = NewBatch.of(ours, TENANT, plan_domains(["ok-1.test", "ok-2.test"], max_batch_size=10),
                         BatchOptions(retries=0), created_by=USER, extra_options={"max_pages": 1000})
 
@@ -206,20 +214,37 @@ def test_recovery_resumes_our_stale_batch_and_leaves_scrapersky_stale_rows_alone
             await batches.register_batch(session, batch, schema=await checked_schema(session))
         connection = await asyncpg.connect(url)
         try:
-            await connection.execute(
-                "INSERT INTO batch_jobs (id_uuid, tenant_id, processor_type, status, total_domains, progress,"
-                " batch_metadata, options, batch_id) VALUES ($1::uuid, $2, 'domain_batch', 'processing', 3, 0.0,"
-                " '{\"domain_count\": 3}'::jsonb, '{\"max_concurrent\": 5}'::jsonb, $1::uuid)", theirs, TENANT)
-            await connection.execute("UPDATE batch_jobs SET updated_at = now() - interval '2 hours'")
+            old_row = ("INSERT INTO batch_jobs (id_uuid, tenant_id, processor_type, status, created_by, total_domains,"
+                       " progress, batch_metadata, options, batch_id) VALUES ($1::uuid, $2, 'domain_batch', $3, $4, 3,"
+                       " 0.0, $5::jsonb, '{\"max_concurrent\": 5}'::jsonb, $1::uuid)")
+            await connection.execute(old_row, theirs, TENANT, "processing", USER, '{"domain_count": 3}')
+            await connection.execute(old_row, stuck, ANOTHER_TENANT, "pending", USER, '{"domain_count": 3}')
+            await connection.execute(old_row, listed, TENANT, "pending", USER,
+                                     '{"domain_count": 3, "domains": ["ok-3.test", "ok-4.test", "notfound-4.test"]}')
+            await connection.execute("UPDATE batch_jobs SET updated_at = now() - interval '4 hours'")
         finally:
             await connection.close()
 
     asyncio.run(setup())
-    before = asyncio.run(_sql(url, "SELECT t::text FROM batch_jobs t WHERE batch_id = $1", theirs))
 
     summary = recover_stale_batches(stale_after=60)
 
-    assert summary == {"resumed": [str(ours)], "failed": []}
-    report = asyncio.run(Database(url).call(lambda s: batches.get_batch_status(s, ours, TENANT)))
+    assert sorted(summary["resumed"]) == sorted([str(ours), str(listed)]), summary
+    assert sorted(summary["failed"]) == sorted([str(theirs), str(stuck)]), summary
+
+    def read(batch_id: uuid.UUID, tenant: uuid.UUID = TENANT) -> batches.BatchStatusReport:
+        return asyncio.run(Database(url).call(lambda s: batches.get_batch_status(s, batch_id, tenant)))
+
+    report = read(ours)
     assert (report.status, report.completed_domains, report.created_by) == ("completed", 2, USER)
-    assert asyncio.run(_sql(url, "SELECT t::text FROM batch_jobs t WHERE batch_id = $1", theirs)) == before
+    for batch_id, tenant, status in ((theirs, TENANT, "processing"), (stuck, ANOTHER_TENANT, "pending")):
+        report = read(batch_id, tenant)
+        assert report.status == "failed" and report.end_time is not None, report
+        assert report.error == (f"left {status} by an earlier backend; its domains were never recorded: "
+                                "submit them again"), report.error
+    report = read(listed)
+    assert (report.status, report.completed_domains, report.failed_domains) == ("partial", 2, 1), report
+    assert set(report.domain_statuses) == {"ok-3.test", "ok-4.test", "notfound-4.test"}
+    # Nothing is left pending or processing.
+    active = asyncio.run(_sql(url, "SELECT count(*) FROM batch_jobs WHERE status IN ('pending', 'processing')"))
+    assert active[0][0] == 0

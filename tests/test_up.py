@@ -1,150 +1,47 @@
 """``scrapersky up`` end to end: the command started as a user starts it (a subprocess,
 free loopback ports, a scratch PostgreSQL database, the loopback web farm behind
-SCRAPERSKY_CONNECT_TO), a batch submitted through its API with the old dashboard's
-static token until it completes, the old dashboard's page driven in headless Chromium
-from the API's origin, and SIGTERM: every process `up` started is gone, the ports free.
+SCRAPERSKY_CONNECT_TO; tests/up_process.py), a batch submitted through its API with the
+old dashboard's static token until it completes, the Prefect server's state in its own
+PostgreSQL database beside ours, the recovery run `up` asks for once its worker is
+online, the old dashboard's page driven in headless Chromium from the API's origin, and
+SIGTERM (then SIGINT while stopping): the API, the worker and the server stop in that
+order, every process `up` started is gone, the ports free.
 
 Also, without a stack: the deployments `up` creates say what prefect.yaml says, a
-taken port is one line, a relative SQLite path is made absolute for the stack.
+taken port is one line, a Prefect database that cannot be created is one line, where
+the server keeps its state, a part that keeps dying stops the stack, a relative SQLite
+path is made absolute for the stack.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import psutil
 import pytest
 import yaml
 
-from conftest import POSTGRES_ADMIN_URL, _admin
-from scrapersky.db.engine import Database
 from scrapersky.farm import Farm
+from up_process import BIN, PASSWORD, STOP_BOUND, Up, clean_env, free_port, port_free, running_up
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-TOKEN = "scraper_sky_2024"  # the old dashboard's
-PASSWORD = "up-test-secret-pw"  # in DATABASE_URL (the local server trusts loopback): never printed
-STARTUP_TIMEOUT = 180  # a fresh PREFECT_HOME migrates for 20+ s on a busy machine
-STOP_BOUND = 45  # s: up's stop waits 15 s per part at most before SIGKILL
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SCRAPERSKY_", "DATABASE_URL"))} | {
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "NO_PROXY": "127.0.0.1,localhost",
-        "COLUMNS": "250",
-    } | extra
-
-
-@dataclass
-class Up:
-    process: subprocess.Popen
-    api_url: str
-    ui_url: str
-    tenant: uuid.UUID
-    database_url: str
-    farm: Farm
-    out: Path
-    err: Path
-    home: Path
-
-    def output(self) -> str:
-        return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
-
-    def logs(self) -> str:
-        found = sorted((self.home / "scrapersky-up").glob("*.log"))
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in found)
-
-    def api(self) -> httpx.Client:
-        return httpx.Client(base_url=f"{self.api_url}/api/v3/batch_page_scraper", trust_env=False, timeout=30,
-                            headers={"Authorization": f"Bearer {TOKEN}"})
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory, migrated_prefect_home: Callable[[str], Path]) -> Iterator[Up]:
-    """`scrapersky up` on free ports, ready (it printed its URLs)."""
-    name = f"scrapersky_up_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    database_url = f"{base}/{name}".replace("postgresql://postgres@", f"postgresql://postgres:{PASSWORD}@")
-    asyncio.run(Database(database_url).upgrade())  # as an operator would: db upgrade
-    tenant = uuid.uuid4()
-    home = tmp_path_factory.mktemp("up-home")
-    prefect_home = migrated_prefect_home("up-prefect-home")
-    api_port, ui_port = _free_port(), _free_port()
-    farm = Farm()
-    farm.__enter__()
-    env = _clean_env(
-        DATABASE_URL=database_url,
-        SCRAPERSKY_CONNECT_TO=" ".join(farm.connect_to()),
-        SCRAPERSKY_API_TOKENS=f"{TOKEN}={tenant}",
-        SCRAPERSKY_RETRY_BACKOFF="0.2",
-        PREFECT_WORKER_QUERY_SECONDS="1",
-    )
-    out, err = home / "up.out", home / "up.err"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        process = subprocess.Popen(
-            [str(BIN / "scrapersky"), "up", "--api-port", str(api_port), "--ui-port", str(ui_port),
-             "--prefect-home", str(prefect_home)],
-            env=env, cwd=home, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-        )
-    stack = Up(process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ui_port}", tenant, database_url, farm,
-               out, err, prefect_home)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while "ready" not in out.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"up did not start (exit {process.poll()}):\n{stack.output()}\n{stack.logs()}")
-            time.sleep(0.5)
+def up(tmp_path_factory: pytest.TempPathFactory, prefect_postgres_template: str) -> Iterator[Up]:
+    """`scrapersky up` on free ports, its Prefect server on PostgreSQL, ready."""
+    with Farm() as farm, running_up(tmp_path_factory.mktemp("up-home"), prefect_postgres_template, farm) as stack:
         yield stack
-    finally:
-        if process.poll() is None:  # a test failed before the SIGTERM test: leave nothing behind
-            tree = [process, *psutil.Process(process.pid).children(recursive=True)]
-            process.terminate()
-            _, alive = psutil.wait_procs(tree, timeout=STOP_BOUND)
-            for leftover in alive:
-                leftover.kill()
-        farm.__exit__(None, None, None)
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _wait_final(api: httpx.Client, batch_id: str, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = api.get(f"/batch/{batch_id}/status")
-        assert status.status_code == 200, status.text
-        body = status.json()
-        if body["status"] in ("completed", "failed"):
-            return body
-        assert time.monotonic() < deadline, f"batch {batch_id} not final after {timeout} s: {body}"
-        time.sleep(0.5)
 
 
 def test_up_prints_its_urls_and_no_secret(up: Up) -> None:
@@ -153,7 +50,15 @@ def test_up_prints_its_urls_and_no_secret(up: Up) -> None:
     assert f"API          {up.api_url}/api/v3/batch_page_scraper" in printed
     assert f"{up.api_url}/static/batch-domain-scanner.html" in printed
     assert "postgres:***@" in printed
+    assert f"Prefect db   postgresql+asyncpg://postgres:***@127.0.0.1:5432/{up.prefect_database_name}  (" in printed
     assert PASSWORD not in up.output() + up.logs()
+    # The server's database is the server's only: not in the environment of the worker
+    # (and so of its flow runs) nor of the API.
+    assert up.part("server start").environ()["PREFECT_SERVER_DATABASE_CONNECTION_URL"].endswith(
+        f"/{up.prefect_database_name}")
+    for other in ("worker start", "scrapersky.cli api"):
+        assert not {"PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_API_DATABASE_CONNECTION_URL"} & set(
+            up.part(other).environ()), other
     with httpx.Client(trust_env=False, timeout=10) as client:
         assert client.get(f"{up.ui_url}/api/health").status_code == 200
         health = client.get(f"{up.api_url}/health")
@@ -170,7 +75,7 @@ def test_a_batch_submitted_through_the_api_completes(up: Up) -> None:
         created = api.post("/batch", json={"domains": domains, "max_pages": 5, "max_concurrent": 3})
         assert created.status_code == 200, created.text
         batch_id = created.json()["batch_id"]
-        final = _wait_final(api, batch_id)
+        final = up.wait_final(api, batch_id)
     assert final["status"] == "completed" and final["batch_status"] == "partial", final  # the old word: a poller stops
     assert (final["completed_domains"], final["failed_domains"], final["progress"]) == (2, 1, 1.0)
     assert set(final["domain_statuses"]) == set(domains)
@@ -185,6 +90,30 @@ def test_a_batch_submitted_through_the_api_completes(up: Up) -> None:
     report = asyncio.run(stored())
     assert (report.status, report.completed_domains, report.failed_domains) == ("partial", 2, 1)
     assert up.farm.hits["ok-up-1.test"] == 1
+
+
+def test_the_prefect_server_keeps_its_state_in_postgresql(up: Up) -> None:
+    """The batch above is a flow run in `<db>_prefect` (Prefect's tables there, migrated
+    from the template); no SQLite file under PREFECT_HOME; and the recovery deployment
+    had one run asked for when the worker came online."""
+    async def read() -> tuple[int, list[str]]:
+        connection = await asyncpg.connect(up.admin_url(up.prefect_database_name))
+        try:
+            runs = await connection.fetchval(
+                "select count(*) from flow_run join deployment on deployment.id = flow_run.deployment_id "
+                "where deployment.name = 'batch-scrape'")
+            recovery = await connection.fetch(
+                "select flow_run.state_type from flow_run join deployment on deployment.id = flow_run.deployment_id "
+                "where deployment.name = 'recover-stale-batches' and flow_run.auto_scheduled is not true")
+            return runs, [str(row["state_type"]) for row in recovery]
+        finally:
+            await connection.close()
+
+    runs, recovery = asyncio.run(read())
+    assert runs >= 1
+    assert not (up.home / "prefect.db").exists(), sorted(up.home.iterdir())
+    assert "asked for a run of recover-stale-batches/recover-stale-batches" in up.err.read_text(), up.output()
+    assert len(recovery) == 1, recovery  # one asked for by `up` (the schedule's own are auto_scheduled)
 
 
 def test_dashboard_page_submits_and_stops_polling_at_100_percent(up: Up) -> None:
@@ -218,22 +147,36 @@ def test_dashboard_page_submits_and_stops_polling_at_100_percent(up: Up) -> None
     assert (body["completed_domains"], body["failed_domains"], body["batch_status"]) == (5, 1, "partial")
 
 
-def test_sigterm_stops_every_process_up_started(up: Up) -> None:
-    """Defined last: it stops the module's stack."""
+def test_sigterm_stops_the_api_then_the_worker_then_the_server(up: Up) -> None:
+    """Defined last: it stops the module's stack. A SIGINT while stopping (Ctrl-C
+    twice) is said, and the order and the bound are kept."""
     root = psutil.Process(up.process.pid)
     tree = [root, *root.children(recursive=True)]
     names = " ".join(" ".join(p.cmdline()[:6]) for p in tree)
     assert "server start" in names and "worker start" in names and " api " in f"{names} ", names
+    order = {"API": up.part("scrapersky.cli api"), "worker": up.part("worker start"),
+             "server": up.part("server start")}
     started = time.monotonic()
     up.process.send_signal(signal.SIGTERM)
-    gone, alive = psutil.wait_procs(tree, timeout=STOP_BOUND)
+    time.sleep(0.5)
+    up.process.send_signal(signal.SIGINT)
+    gone_at: dict[str, float] = {}
+    while len(gone_at) < len(order) and time.monotonic() < started + STOP_BOUND:
+        for name, process in order.items():
+            if name not in gone_at and not process.is_running():
+                gone_at[name] = time.monotonic() - started
+        time.sleep(0.05)
+    gone, alive = psutil.wait_procs(tree, timeout=max(1.0, started + STOP_BOUND - time.monotonic()))
     assert not alive, f"still running {STOP_BOUND} s after SIGTERM: {alive}"
     assert up.process.wait(timeout=5) == 0, up.output()
     elapsed = time.monotonic() - started
+    assert gone_at["API"] <= gone_at["worker"] <= gone_at["server"], gone_at
     for url in (up.api_url, up.ui_url):
-        assert _port_free(int(url.rsplit(":", 1)[1])), url
-    assert "stopping" in up.err.read_text() and "stopped" in up.err.read_text()
-    print(f"{len(tree)} processes stopped in {elapsed:.1f} s")
+        assert port_free(int(url.rsplit(":", 1)[1])), url
+    said = up.err.read_text()
+    assert "SIGTERM: stopping" in said and "SIGINT again: already stopping, in order" in said, said
+    assert said.rstrip().endswith("stopped"), said
+    print(f"{len(tree)} processes stopped in {elapsed:.1f} s; gone at {gone_at}")
 
 
 # -- without a stack ----------------------------------------------------------------
@@ -266,13 +209,79 @@ def test_a_taken_port_is_one_line(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [str(BIN / "scrapersky"), "up", "--ui-port", str(port), "--api-port", str(_free_port()),
+            [str(BIN / "scrapersky"), "up", "--ui-port", str(port), "--api-port", str(free_port()),
              "--prefect-home", str(tmp_path / "home")],
-            env=_clean_env(DATABASE_URL=f"sqlite:///{tmp_path / 'b.db'}"), cwd=tmp_path, capture_output=True,
+            env=clean_env(DATABASE_URL=f"sqlite:///{tmp_path / 'b.db'}"), cwd=tmp_path, capture_output=True,
             text=True, timeout=60,
         )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: port {port} on 127.0.0.1 is taken (--ui-port): stop what uses it or pick another"
+
+
+def test_a_prefect_database_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    nobody = free_port()  # nothing listens there
+    result = subprocess.run(
+        [str(BIN / "scrapersky"), "up", "--ui-port", str(free_port()), "--api-port", str(free_port()),
+         "--prefect-home", str(tmp_path / "home")],
+        env=clean_env(DATABASE_URL=f"postgresql://postgres:{PASSWORD}@127.0.0.1:{nobody}/batches"), cwd=tmp_path,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot create the Prefect server's database 'batches_prefect' through "
+                           f"postgresql+asyncpg://postgres:***@127.0.0.1:{nobody}/batches (ConnectionRefusedError"), last
+    assert last.endswith("create it, or set PREFECT_API_DATABASE_CONNECTION_URL"), last
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_where_the_prefect_server_keeps_its_state(tmp_path: Path) -> None:
+    from scrapersky.errors import ConfigError
+    from scrapersky.stack import prefect_database
+
+    ours = "postgresql://u:secret@db.example:6543/batches?sslmode=require"
+    derived = prefect_database(ours, {})
+    assert derived.create and derived.url == "postgresql+asyncpg://u:secret@db.example:6543/batches_prefect?sslmode=require"
+    assert derived.where(tmp_path) == "postgresql+asyncpg://u:***@db.example:6543/batches_prefect?sslmode=require"
+    assert "secret" not in repr(derived)
+    for setting in ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL"):
+        given = prefect_database(ours, {setting: "postgresql+asyncpg://p:pw@elsewhere/prefect"})
+        assert (given.url, given.create) == ("postgresql+asyncpg://p:pw@elsewhere/prefect", False)
+        assert given.where(tmp_path) == "postgresql+asyncpg://p:***@elsewhere/prefect"
+    sqlite = prefect_database(f"sqlite+aiosqlite:///{tmp_path}/b.db", {})
+    assert (sqlite.url, sqlite.create, sqlite.where(tmp_path)) == (None, False, f"sqlite+aiosqlite:///{tmp_path}/prefect.db")
+    with pytest.raises(ConfigError, match="longer than PostgreSQL's 63 bytes"):
+        prefect_database(f"postgresql://u@h/{'x' * 60}", {})
+
+
+def test_a_part_that_keeps_dying_stops_the_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead API (or worker) is started again; the sixth death within a minute stops
+    the stack with the reason. (The real restart: tests/test_up_crowd.py.)"""
+    from scrapersky.stack import MAX_RESTARTS, Part, Stack, StackConfig, StackError
+
+    said: list[str] = []
+    stack = Stack(StackConfig(prefect_home=tmp_path), said.append)
+    log = tmp_path / "api.log"
+    log.write_text("address already in use\n")
+
+    def dead() -> Part:
+        process = subprocess.Popen(["false"])
+        process.wait(timeout=10)
+        return Part("API", process, log)
+
+    starts: list[float] = []
+
+    def start_api(http: httpx.Client) -> None:
+        starts.append(time.monotonic())
+        stack.api = dead()
+
+    stack.api = dead()
+    monkeypatch.setattr(stack, "_start_api", start_api)
+    monkeypatch.setattr(stack, "_reap_orphans", lambda: None)  # pytest's other children are not ours
+    with pytest.raises(StackError, match=rf"the API exited with 1: address already in use .*; restarted "
+                                         rf"{MAX_RESTARTS} times within 60 s already"):
+        stack.watch()
+    assert len(starts) == MAX_RESTARTS
+    assert said[0].startswith("the API exited with 1: restarting (its last line: address already in use"), said
 
 
 def test_the_stack_shares_one_sqlite_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

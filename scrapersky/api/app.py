@@ -28,6 +28,8 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError
 
+from scrapersky.db.engine import REQUEST_COMMAND_TIMEOUT, Database
+
 from scrapersky.errors import (
     AccessError,
     BatchError,
@@ -144,7 +146,9 @@ def create_app(
         ),
         version="3",
     )
-    app.state.service = Service(settings=settings, authenticator=authenticator, deployment=deployment, pool=pool)
+    database = Database(settings.database_url, command_timeout=REQUEST_COMMAND_TIMEOUT)
+    app.state.service = Service(settings=settings, database=database, authenticator=authenticator,
+                                deployment=deployment, pool=pool)
     app.include_router(router)
     app.add_exception_handler(ScraperSkyError, _our_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
@@ -158,7 +162,7 @@ def create_app(
     async def health() -> JSONResponse:
         """The service, the database, the Prefect API and a live worker of the work pool,
         each ok or error with a short reason; 503 when one is not ok. No token needed."""
-        checks = await check_health(settings.database(), pool=pool, secrets=secrets)
+        checks = await check_health(database, pool=pool, secrets=secrets)
         healthy = all(check.ok for check in checks)
         return JSONResponse(
             {

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from scrapersky.db.batches import recorded_domains
+from scrapersky.db.engine import Database
 from scrapersky.errors import WrongTenant
 
 from ..batch import utcnow
@@ -37,10 +38,12 @@ __all__ = ["Service", "router"]
 
 @dataclass(frozen=True)
 class Service:
-    """What every route works with: the settings, the callers' authenticator, the
-    deployment that runs batches and the work pool its workers serve."""
+    """What every route works with: the settings, the database (one for the process, with
+    a request's short timeouts), the callers' authenticator, the deployment that runs
+    batches and the work pool its workers serve."""
 
     settings: Settings
+    database: Database
     authenticator: Authenticator
     deployment: str
     pool: str
@@ -82,6 +85,7 @@ async def _submit(service: Service, caller: Caller, domains: list[str], *, tenan
     return await submit_batch(
         domains, tenant_id, options=options, batch_id=batch_id, deployment=service.deployment,
         settings=settings, created_by=caller.created_by, extra_options={"max_pages": max_pages},
+        database=service.database,
     )
 
 
@@ -93,7 +97,7 @@ async def create_batch(body: BatchRequest, caller: CallerDep, service: ServiceDe
     tenant_id = _tenant(body.tenant_id, caller)
     batch_id = await _submit(service, caller, body.domains, tenant_id=tenant_id, batch_id=body.batch_id,
                              max_pages=body.max_pages, max_concurrent=body.max_concurrent)
-    report = await get_status(batch_id, tenant_id, settings=service.settings)
+    report = await get_status(batch_id, tenant_id, database=service.database)
     return BatchResponse(
         batch_id=str(batch_id),
         status_url=batch_status_url(batch_id),
@@ -106,7 +110,7 @@ async def create_batch(body: BatchRequest, caller: CallerDep, service: ServiceDe
 async def batch_status(batch_id: UUID, caller: CallerDep, service: ServiceDep) -> BatchStatusResponse:
     """The batch as the old status route returned it, live while it runs: every domain
     finished so far is in ``domain_statuses``."""
-    report = await get_status(batch_id, caller.tenant_id, settings=service.settings)
+    report = await get_status(batch_id, caller.tenant_id, database=service.database)
     return batch_status_response(report, now=utcnow())
 
 
@@ -116,7 +120,7 @@ async def scan_domain(body: SitemapScrapingRequest, caller: CallerDep, service: 
     tenant_id = _tenant(body.tenant_id, caller)
     job_id = await _submit(service, caller, [body.base_url], tenant_id=tenant_id, batch_id=None,
                            max_pages=body.max_pages, max_concurrent=None)
-    report = await get_status(job_id, tenant_id, settings=service.settings)
+    report = await get_status(job_id, tenant_id, database=service.database)
     return SitemapScrapingResponse(
         job_id=str(job_id),
         status_url=job_status_url(job_id),
@@ -127,7 +131,6 @@ async def scan_domain(body: SitemapScrapingRequest, caller: CallerDep, service: 
 @router.get("/status/{job_id}", response_model=JobStatusResponse, summary="A one-domain job's status")
 async def job_status(job_id: UUID, caller: CallerDep, service: ServiceDep) -> JobStatusResponse:
     """The batch of ``POST /scan`` as the old job status route returned it."""
-    settings = service.settings
-    report = await get_status(job_id, caller.tenant_id, settings=settings)
-    domains = await settings.database().call(lambda session: recorded_domains(session, job_id, caller.tenant_id))
+    report = await get_status(job_id, caller.tenant_id, database=service.database)
+    domains = await service.database.call(lambda session: recorded_domains(session, job_id, caller.tenant_id))
     return job_status_response(report, domain=domains[0] if len(domains) == 1 else None)

@@ -1,0 +1,51 @@
+"""Asking Prefect for a run of a batch: a submission's first run, and the next run of a
+batch whose run died or was stopped.
+
+Every run of a batch has a generation (``batch_metadata.generation``): the idempotency
+key of its flow run is the batch id and that generation, so the same submission twice
+is one flow run, and a batch whose run died gets a new one instead of the dead run
+Prefect would hand back for the same key. A run of an older generation is refused by
+``open_batch``: an answer given (a 503, a failure) stays given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+
+from scrapersky.batch import BatchRequest
+from scrapersky.db.batches import run_key
+
+__all__ = ["DEFAULT_DEPLOYMENT", "RUN_REQUEST_TIMEOUT", "request_run"]
+
+#: flow name / deployment name, as in prefect.yaml.
+DEFAULT_DEPLOYMENT = "batch-scrape/batch-scrape"
+#: Seconds the Prefect API has to answer a request for a run (it may accept connections
+#: and never answer): past it the request has failed, whatever it may still do.
+RUN_REQUEST_TIMEOUT = 10.0
+
+
+async def request_run(
+    deployment: str | UUID, request: BatchRequest, *, timeout: float = RUN_REQUEST_TIMEOUT
+) -> FlowRun:
+    """A flow run of ``deployment`` (its name or id) for the batch of ``request``, which
+    travels by reference (the run reads the batch's recorded domains). Raises what the
+    Prefect client raised, or TimeoutError after ``timeout`` seconds."""
+    assert request.batch_id is not None
+
+    async def ask() -> FlowRun:
+        async with get_client() as client:
+            deployment_id = (
+                deployment if isinstance(deployment, UUID) else (await client.read_deployment_by_name(deployment)).id
+            )
+            return await client.create_flow_run_from_deployment(
+                deployment_id,
+                parameters={"batch": request.model_dump(mode="json", exclude={"domains"})},
+                idempotency_key=run_key(request.batch_id, request.generation or 0),
+                tags=[f"tenant:{request.tenant_id}"],
+            )
+
+    return await asyncio.wait_for(ask(), timeout)
