@@ -257,14 +257,16 @@ async def open_batch(
     statuses = _entries(metadata)
     statuses.update(await _saved_outcomes(session, batch_id))
     ended = _status(row)
-    new = [domain for domain in domains if domain not in statuses]
+    recorded = set(statuses) | set(await session.scalars(
+        select(DomainResult.domain).where(DomainResult.batch_id == batch_id)))
+    new = [domain for domain in domains if domain not in recorded]
     if ended is not None and ended.is_final and statuses and new:
         shown = ", ".join(new[:3]) + (f" (+{len(new) - 3} more)" if len(new) > 3 else "")
         raise BatchFinished(
             f"batch {batch_id} ended {ended} with {len(statuses)} domains; {shown} not among them: "
             "run them as a new batch (no --batch-id); resuming it with its own domains (or none) is allowed"
         )
-    keys = set(statuses) | set(domains)
+    keys = recorded | set(domains)
     metadata[OWNER_KEY] = flow_run_id
     metadata.pop(RELEASED_KEY, None)
     if batch.input_summary is not None:
@@ -278,7 +280,7 @@ async def open_batch(
     row.processing_time = None
     row.error = None
     row.updated_at = now
-    await _record_domains(session, batch_id, keys - set(statuses))
+    await _record_domains(session, batch_id, keys - recorded)
     return {d for d, entry in statuses.items() if entry.get("status") == DomainStatus.COMPLETED}
 
 

@@ -15,8 +15,8 @@ How a run ends its batch (README, "When a run stops"):
   foreground is stopped by its user: it saves what it knows and ends ``cancelled``.
 """
 
-from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -197,8 +197,8 @@ def _stopped(database: Database, batch: BatchRequest, batch_id: UUID, flow_run_i
     """A stop (SIGTERM, Ctrl-C): every outcome known is saved; the batch is released for
     its next run, or, in its user's foreground, ends ``cancelled``. A second Ctrl-C
     interrupts this at once."""
-    signal_name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else getattr(stop, "signal", "SIGTERM")
-    signal_name = getattr(signal_name, "name", signal_name)
+    signal_name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else signal.Signals(
+        getattr(stop, "signal", signal.SIGTERM)).name
     logger = get_run_logger()
     if _stopping_cancels.get():
         database.run(lambda session: batches.save_progress(

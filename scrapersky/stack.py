@@ -544,6 +544,7 @@ class Stack:
         config = self.config
         count = self.started.get("worker", 0) + 1
         name = f"scrapersky-up-{socket.gethostname()}-{os.getpid()}" + (f"-{count}" if count > 1 else "")
+        self.say(f"starting the worker {name}")
         worker = self.worker = self._start("worker", "worker", [
             sys.executable, "-m", "prefect", "worker", "start", "--pool", config.work_pool, "--type", "process",
             "--name", name])

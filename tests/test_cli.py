@@ -211,7 +211,7 @@ def test_recover_resumes_a_stale_batch_and_fails_a_hopeless_one(cli_env: dict[st
 
     failed = json.loads(scrapersky(cli_env, "status", str(hopeless), "--json").stdout)
     assert failed["status"] == "failed" and failed["end_time"] is not None
-    assert "recovery gave up after 3 attempts" in failed["error"]
+    assert "recovery gave up after 4 runs of the batch died" in failed["error"]
     assert farm.hits["ok-7.test"] == 0
 
     again = scrapersky(cli_env, "recover", "--stale-after", "1")

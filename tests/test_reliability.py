@@ -17,7 +17,7 @@ import pytest
 from scrapersky.settings import Settings
 
 from scrapersky.db.batches import get_batch_status
-from scrapersky.batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest
+from scrapersky.batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest, BatchStatus
 from scrapersky.farm import Farm
 
 
@@ -29,39 +29,53 @@ def status_of(batch_id: uuid.UUID):
     return asyncio.run(read())
 
 
-def test_sigterm_marks_the_batch_failed_within_ten_seconds(
+def test_a_foreground_scrape_stopped_by_its_user_saves_what_it_knows_ends_cancelled_and_resumes(
     prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """README, "When a run stops": `scrape` stopped with SIGTERM (as Ctrl-C) saves every
+    outcome it knows, ends the batch ``cancelled`` within ten seconds, and the same command
+    with --batch-id finishes it without fetching a recorded domain again."""
     database = f"sqlite+aiosqlite:///{tmp_path / 'sigterm.db'}"
     monkeypatch.setenv("DATABASE_URL", database)
     batch_id = uuid.uuid4()
     env = dict(os.environ, PREFECT_API_URL=prefect_api, DATABASE_URL=database)
-    domains = [f"slowheaders-{i}.test" for i in range(20)]
+    domains = [f"slowheaders-{i}.test" for i in range(6)]  # each answers after 5 s; two at a time
     log = (tmp_path / "scrape.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "scrapersky.cli", "scrape", *domains, "--batch-id", str(batch_id),
-         "--concurrency", "2", "--read-timeout", "10"],
+         "--concurrency", "2", "--read-timeout", "10", "--retries", "0"],
         env=env, stdout=log, stderr=log,
     )
     try:
         deadline = time.monotonic() + 120
-        while sum(farm.hits.values()) == 0:  # the batch is running: its first fetches arrived
+        while sum(farm.hits.values()) < 4:  # two answered, two more under way
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.2)
         assert status_of(batch_id).status == "processing"
+        time.sleep(0.5)  # the first two outcomes are known to the run (their answers came at 5 s)
 
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         while status_of(batch_id).status == "processing" and time.monotonic() - signalled < 10:
             time.sleep(0.2)
         report = status_of(batch_id)
-        assert report.status == "failed", report
-        assert "termination signal" in report.error and "Crashed" in report.error
-        assert report.metadata["flow_run_id"] in report.error
+        assert report.status == "cancelled", report
+        assert "stopped by its user (SIGTERM)" in report.error and "--batch-id" in report.error
         assert report.end_time is not None
+        done = {d for d, entry in report.domain_statuses.items() if entry.get("status") == "completed"}
+        assert len(done) >= 2 and report.completed_domains == len(done), report  # known, hence saved
     finally:
         process.kill()
         process.wait()
+
+    hits_before = farm.hits.copy()
+    resumed = subprocess.run([sys.executable, "-m", "scrapersky.cli", "scrape", "--batch-id", str(batch_id),
+                              "--concurrency", "2", "--read-timeout", "10", "--retries", "0"],
+                             env=env, capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr
+    report = status_of(batch_id)
+    assert (report.status, report.completed_domains, report.total_domains) == ("completed", 6, 6), report
+    assert all(farm.hits[d] == hits_before[d] for d in done)  # nothing saved was fetched again
 
 
 @pytest.mark.usefixtures("prefect_api")
@@ -160,7 +174,7 @@ def test_sigkill_halfway_then_the_recovery_flow_fetches_nothing_recorded_again(
     # One pass of the recovery flow, once the killed batch is stale.
     time.sleep(2.5)
     summary = recover_stale_batches(stale_after=2)
-    assert summary == {"resumed": [str(batch_id)], "failed": []}
+    assert summary == {"resumed": [str(batch_id)], "failed": [], "cancelled": []}
 
     report = status_of(batch_id)
     assert (report.status, report.completed_domains, report.total_domains) == ("completed", 300, 300)
@@ -234,12 +248,12 @@ def test_recovery_resumes_a_vanished_run_fails_a_hopeless_one_and_leaves_a_live_
     asyncio.run(touch(live))
     summary = recover_stale_batches(stale_after=2)
 
-    assert summary == {"resumed": [str(vanished)], "failed": [str(hopeless)]}
+    assert summary == {"resumed": [str(vanished)], "failed": [str(hopeless)], "cancelled": []}
     report = status_of(vanished)
     assert (report.status, report.completed_domains) == ("completed", 120)
     assert report.metadata["recovery"]["attempts"] == 1
     assert all(farm.hits[d] == 1 for d in recorded)  # nothing recorded was fetched again
-    assert status_of(hopeless).status == "failed" and "gave up after 3 attempts" in status_of(hopeless).error
+    assert status_of(hopeless).status == "failed" and "gave up after 4 runs of the batch died" in status_of(hopeless).error
     assert status_of(live).status == "processing" and "recovery" not in status_of(live).metadata
 
     async def killed_state() -> str:
@@ -280,7 +294,8 @@ def served(prefect_api: str, farm: Farm, tmp_path, monkeypatch: pytest.MonkeyPat
         server.wait()
 
 
-def start_served_batch(deployment_id: uuid.UUID, farm: Farm) -> tuple[uuid.UUID, uuid.UUID]:
+def start_served_batch(deployment_id: uuid.UUID, farm: Farm, domains: list[str] | None = None,
+                       concurrency: int = 2) -> tuple[uuid.UUID, uuid.UUID]:
     from prefect.client.orchestration import get_client
 
     batch_id = uuid.uuid4()
@@ -288,8 +303,8 @@ def start_served_batch(deployment_id: uuid.UUID, farm: Farm) -> tuple[uuid.UUID,
     async def start() -> uuid.UUID:
         async with get_client() as client:
             run = await client.create_flow_run_from_deployment(deployment_id, parameters={"batch": {
-                "domains": [f"slowheaders-{i}.test" for i in range(20)], "batch_id": str(batch_id),
-                "options": {"concurrency": 2, "read_timeout": 10},
+                "domains": domains or [f"slowheaders-{i}.test" for i in range(20)], "batch_id": str(batch_id),
+                "options": {"concurrency": concurrency, "read_timeout": 10},
             }})
             return run.id
 
@@ -325,14 +340,30 @@ def test_a_run_cancelled_through_the_api_marks_its_batch_cancelled(served, farm:
     assert str(flow_run_id) in report.error and "cancel" in report.error.lower()
 
 
-def test_sigkill_of_a_served_run_marks_its_batch_failed(served, farm: Farm) -> None:
+def test_sigkill_of_a_served_run_releases_its_batch_and_its_next_run_finishes_it(served, farm: Farm) -> None:
+    """The flow's process killed alone (its runner lives): the batch is not failed. The
+    runner's crash hook releases it and asks for its next run, which the runner takes;
+    the batch ends ``completed``, nothing saved before the kill fetched again."""
     deployment_id, server_pid = served
-    batch_id, flow_run_id = start_served_batch(deployment_id, farm)
+    domains = [f"delay-served-{i}.test" for i in range(60)]  # 0.2 s each, one at a time
+    batch_id, flow_run_id = start_served_batch(deployment_id, farm, domains, concurrency=1)
+    deadline = time.monotonic() + 60
+    while status_of(batch_id).completed_domains < 5:  # some outcomes saved before the kill
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
     children = subprocess.run(["pgrep", "-P", str(server_pid)], capture_output=True, text=True).stdout.split()
     flow_processes = [int(pid) for pid in children if "spawn_main" in open(f"/proc/{pid}/cmdline").read()]
     assert len(flow_processes) == 1
+    saved = {d for d, e in status_of(batch_id).domain_statuses.items() if e.get("status") == "completed"}
     os.kill(flow_processes[0], signal.SIGKILL)
+    hits_at_kill = farm.hits.copy()
 
-    report = wait_for_end(batch_id, 30)
-    assert report.status == "failed", report
-    assert str(flow_run_id) in report.error and "SIGKILL" in report.error
+    deadline = time.monotonic() + 120
+    while not BatchStatus(status_of(batch_id).status).is_final:
+        assert time.monotonic() < deadline, status_of(batch_id)
+        time.sleep(0.3)
+    report = status_of(batch_id)
+    assert (report.status, report.completed_domains, report.total_domains) == ("completed", 60, 60), report
+    assert report.metadata["recovery"]["attempts"] == 1
+    assert report.metadata["generation"] == 1 and report.metadata["flow_run_id"] != str(flow_run_id)
+    assert all(farm.hits[d] == hits_at_kill[d] for d in saved)  # nothing saved was fetched again
