@@ -380,6 +380,42 @@ def test_prefect_down_is_503_and_the_batch_is_failed_not_pending(stack: Stack, t
         assert checks["database"]["status"] == checks["service"]["status"] == "ok"
 
 
+def test_a_prefect_api_that_never_answers_is_a_503_within_15_s_and_the_row_says_why(
+    stack: Stack, tmp_path: Path
+) -> None:
+    from helpers import silent_server
+
+    with silent_server() as port, serving(stack, tmp_path, "prefect-hung",
+                                          PREFECT_API_URL=f"http://127.0.0.1:{port}/api") as hung:
+        batch_id = uuid.uuid4()
+        started = time.monotonic()
+        response = hung.call("POST", f"{PREFIX}/batch", token=TOKEN_A,
+                             json={"domains": ["ok-api-hung.test"], "batch_id": str(batch_id)})
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503 and elapsed < 15, (response.status_code, elapsed, response.text)
+    assert "did not answer within 10 s" in response.json()["detail"]
+    [row] = rows(stack, batch_id=batch_id)
+    assert row.status == "failed" and "the Prefect API did not answer within 10 s" in row.error
+
+
+def test_a_database_that_never_answers_is_a_503_within_10_s(stack: Stack, tmp_path: Path) -> None:
+    from helpers import silent_server
+
+    with silent_server() as port:
+        hung_database = f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:{port}/scrapersky"
+        with serving(stack, tmp_path, "database-hung", DATABASE_URL=hung_database) as hung:
+            for method, path, body in (
+                ("POST", f"{PREFIX}/batch", {"domains": ["ok-db-hung.test"]}),
+                ("GET", f"{PREFIX}/batch/{uuid.uuid4()}/status", None),
+            ):
+                started = time.monotonic()
+                response = hung.call(method, path, token=TOKEN_A, json=body)
+                elapsed = time.monotonic() - started
+                assert response.status_code == 503 and elapsed < 10, (path, response.status_code, elapsed)
+                assert response.json()["error"] == "database_unavailable", response.text
+                assert DB_PASSWORD not in response.text
+
+
 def test_health_names_each_part_and_is_503_when_one_is_down(api: Api, stack: Stack, tmp_path: Path) -> None:
     healthy = api.call("GET", "/health")
     assert healthy.status_code == 200, healthy.text
