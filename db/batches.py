@@ -522,20 +522,26 @@ async def end_batch(
     status: BatchStatus,
     error: str,
     flow_run_id: str | None = None,
+    generation: int | None = None,
 ) -> bool:
     """Mark a batch of ``tenant_id`` that is still pending or running as ended (failed
     or cancelled).
 
     Another tenant's batch is never touched; a batch that already has a final status
     keeps it. Given ``flow_run_id`` (a run's hook), only that run's batch ends: one
-    another run owns, or one a recovery or a stop took away from it, is left alone.
-    Returns whether the row changed.
+    another run owns, or one a recovery or a stop took away from it (released), is left
+    alone; a pending batch no run has claimed yet ends when the run is of its current
+    generation (``generation``: the run's; None, a person's own start). Returns whether
+    the row changed.
     """
     row = await _lock(session, batch_id)
     if row is None or row.tenant_id != tenant_id or _status(row) not in (BatchStatus.PENDING, BatchStatus.PROCESSING):
         return False
     if flow_run_id is not None and _owner(row) != flow_run_id:
-        return False
+        unclaimed = (_owner(row) is None and _status(row) == BatchStatus.PENDING
+                     and not (row.batch_metadata or {}).get(RELEASED_KEY))
+        if not unclaimed or generation not in (None, generation_of(row)):
+            return False
     row.error = error
     _finish(row, status)
     return True

@@ -16,6 +16,7 @@ How a run ends its batch (README, "When a run stops"):
 """
 
 
+import asyncio
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from contextvars import ContextVar
 from uuid import UUID
 
 from prefect import flow, get_run_logger, runtime
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import Flow, FlowRun
 from prefect.context import FlowRunContext
 from prefect.exceptions import TerminationSignal
@@ -31,7 +33,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from scrapersky.batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest, BatchStatus, DomainOutcome
+from scrapersky.batch import DEFAULT_TENANT_ID, BatchRequest, BatchStatus, DomainOutcome
 from scrapersky.db import batches
 from scrapersky.db.batches import NewBatch
 from scrapersky.db.engine import Database
@@ -70,12 +72,12 @@ def _end_batch(status: BatchStatus):
 
     # Prefect's runner passes these by keyword: the names matter.
     def hook(flow: Flow, flow_run: FlowRun, state: State) -> None:
-        batch_id, tenant_id, _ = _batch_of(flow_run)
+        batch = _batch_of(flow_run)
         error = f"flow run {flow_run.id} ended {state.name}: {state.message or 'no message'}"
-        # Only this run's tenant's batch, and only while this run owns it.
+        # Only this run's tenant's batch, and only while this run owns it (or, pending, no run does).
         run_coro_as_sync(current_settings().database().call(lambda session: batches.end_batch(
-            session, batch_id=batch_id, tenant_id=tenant_id, status=status, error=error,
-            flow_run_id=str(flow_run.id))))
+            session, batch_id=batch.batch_id, tenant_id=batch.tenant_id, status=status, error=error,
+            flow_run_id=str(flow_run.id), generation=batch.generation)))
 
     return hook
 
@@ -98,14 +100,15 @@ def _crashed(flow: Flow, flow_run: FlowRun, state: State) -> None:
     """A crashed run (its process killed, its infrastructure gone) releases its batch and
     asks for the batch's next run; the run that came from no deployment leaves it to the
     recovery."""
-    batch_id, tenant_id, options = _batch_of(flow_run)
+    batch = _batch_of(flow_run)
     database = current_settings().database()
     reason = f"flow run {flow_run.id} ended {state.name}: {state.message or 'no message'}"
     generation = database.run(lambda session: batches.release_batch(
-        session, batch_id=batch_id, tenant_id=tenant_id, flow_run_id=str(flow_run.id), reason=reason, crashed=True))
+        session, batch_id=batch.batch_id, tenant_id=batch.tenant_id, flow_run_id=str(flow_run.id), reason=reason,
+        crashed=True))
     if generation is not None and flow_run.deployment_id is not None:
         _ask_next_run(database, flow_run.deployment_id, BatchRequest(
-            batch_id=batch_id, tenant_id=tenant_id, options=options, generation=generation))
+            batch_id=batch.batch_id, tenant_id=batch.tenant_id, options=batch.options, generation=generation))
 
 
 def _ask_next_run(database: Database, deployment_id: UUID, request: BatchRequest) -> None:
@@ -121,19 +124,16 @@ def _ask_next_run(database: Database, deployment_id: UUID, request: BatchRequest
         session, batch_id=request.batch_id, flow_run_id=str(run.id), generation=request.generation or 0))
 
 
-def _batch_of(flow_run: FlowRun) -> tuple[UUID, UUID, BatchOptions | None]:
-    """(batch id, tenant id, options) of a run, from its parameters (as the flow reads them)."""
+def _batch_of(flow_run: FlowRun) -> BatchRequest:
+    """The run's batch, from its parameters (as the flow reads them), its id resolved."""
     batch = flow_run.parameters.get("batch")
-    if isinstance(batch, BatchRequest):
-        return batch.batch_id or flow_run.id, batch.tenant_id, batch.options
-    batch = batch if isinstance(batch, dict) else {}
-    options = batch.get("options")
     try:
-        options = BatchOptions.model_validate(options) if options else None
-    except ValueError:
-        options = None
-    return (UUID(str(batch.get("batch_id") or flow_run.id)), UUID(str(batch.get("tenant_id") or DEFAULT_TENANT_ID)),
-            options)
+        batch = batch if isinstance(batch, BatchRequest) else BatchRequest.model_validate(batch)
+    except ValueError:  # a run refused for its parameters: what can be read of them
+        found = batch if isinstance(batch, dict) else {}
+        batch = BatchRequest(batch_id=found.get("batch_id") or flow_run.id,
+                             tenant_id=found.get("tenant_id") or DEFAULT_TENANT_ID)
+    return batch.model_copy(update={"batch_id": batch.batch_id or flow_run.id})
 
 
 @flow(
@@ -200,6 +200,14 @@ def _stopped(database: Database, batch: BatchRequest, batch_id: UUID, flow_run_i
     signal_name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else signal.Signals(
         getattr(stop, "signal", signal.SIGTERM)).name
     logger = get_run_logger()
+    if _cancel_asked(flow_run_id):  # the runner's SIGTERM of a cancellation: someone decided
+        database.run(lambda session: batches.save_progress(
+            session, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id, outcomes=known))
+        database.run(lambda session: batches.end_batch(
+            session, batch_id=batch_id, tenant_id=batch.tenant_id, status=BatchStatus.CANCELLED,
+            error=f"flow run {flow_run_id} was cancelled", flow_run_id=flow_run_id))
+        logger.warning("batch %s cancelled; %d outcomes saved", batch_id, len(known))
+        return
     if _stopping_cancels.get():
         database.run(lambda session: batches.save_progress(
             session, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id, outcomes=known))
@@ -219,6 +227,25 @@ def _stopped(database: Database, batch: BatchRequest, batch_id: UUID, flow_run_i
     if generation is not None and deployment_id is not None:
         _ask_next_run(database, deployment_id, BatchRequest(
             batch_id=batch_id, tenant_id=batch.tenant_id, options=batch.options, generation=generation))
+
+
+def _cancel_asked(flow_run_id: str) -> bool:
+    """Whether the SIGTERM that stopped the run is a cancellation (its runner's control
+    channel says so, or Prefect shows the run cancelling), not a stop."""
+    from prefect._internal import control_listener  # how Prefect's own engine tells them apart
+
+    if control_listener.get_intent() == "cancel":
+        return True
+
+    async def state() -> str | None:
+        async with get_client() as client:
+            run = await client.read_flow_run(UUID(flow_run_id))
+            return run.state.type.value if run.state else None
+
+    try:
+        return run_coro_as_sync(asyncio.wait_for(state(), 5.0)) in ("CANCELLING", "CANCELLED")
+    except Exception:  # Prefect away: a stop
+        return False
 
 
 def _rejected(plan: DomainPlan) -> list[DomainOutcome]:

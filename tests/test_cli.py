@@ -206,7 +206,7 @@ def test_recover_resumes_a_stale_batch_and_fails_a_hopeless_one(cli_env: dict[st
     assert farm.hits["ok-5.test"] == 0 and farm.hits["ok-6.test"] == 1
     recovery = resumed["metadata"]["recovery"]
     assert recovery["attempts"] == 1 and recovery["dead_flow_runs"] == [dead_run]
-    assert "missing" in recovery["last_reason"]
+    assert "unknown to Prefect" in recovery["last_reason"]
     assert resumed["metadata"]["flow_run_id"] not in (None, dead_run)  # the recovery's own run owns it now
 
     failed = json.loads(scrapersky(cli_env, "status", str(hopeless), "--json").stdout)

@@ -299,13 +299,13 @@ def test_sigkilled_worker_batch_is_finished_through_the_other_worker(two_workers
         took_over_at = datetime.fromisoformat(recovery["last_at"])
         assert took_over_at > killed_at
 
-        # The new run is a subflow of a scheduled recover-stale-batches run on the survivor.
+        # The new run is the batch's next generation: a run of the batch-scrape deployment that
+        # a scheduled recover-stale-batches run asked for, run by the survivor.
         new = api.get(f"/flow_runs/{new_run}").json()
-        parent_task = api.get(f"/task_runs/{new['parent_task_run_id']}").json()
-        recovery_run = api.get(f"/flow_runs/{parent_task['flow_run_id']}").json()
-        deployment = api.get(f"/deployments/{recovery_run['deployment_id']}").json()
-        assert deployment["name"] == "recover-stale-batches" and recovery_run["auto_scheduled"]
-        assert recovery_run["id"] in survivor_runs, (recovery_run["id"], survivor_runs)
+        deployment = api.get(f"/deployments/{new['deployment_id']}").json()
+        assert deployment["name"] == "batch-scrape" and new["parameters"]["batch"]["generation"] == 1, new
+        assert new["idempotency_key"] == f"{batch_id}:1"
+        assert new_run in survivor_runs, (new_run, survivor_runs)
         assert api.get(f"/flow_runs/{dead_run}").json()["state"]["type"] == "CRASHED"
 
     # Nothing recorded completed before the kill was fetched again.
