@@ -24,14 +24,17 @@ with the reason; the Prefect server dying stops it at once.
 
 Stopping (Ctrl-C, SIGTERM, or a part that cannot be kept up), in order, each part with
 every process below it (flow runs live in sessions of their own, so the tree is walked,
-not only the process group): the API first (no new batches), then the worker and its
-flow runs, which get ``STOP_GRACE`` (20 s) to save what they know and release their
-batch while the server and the database are still there, then the server; each SIGTERM,
-then SIGKILL after its grace. A second Ctrl-C while stopping is said and otherwise
-ignored: the order is kept, and the grace periods bound the whole stop. Each part is
-tied to this process by ``PR_SET_PDEATHSIG``, so even a SIGKILL of ``up`` takes the
-parts down with it; ``up`` is the subreaper of everything below it, so the flow runs of
-a worker that died are still found.
+not only the process group): the API first (no new batches); then the worker's flow
+runs, which get ``STOP_GRACE`` (20 s) to save what they know and release their batches
+while the server and the database are still there (the worker frozen meanwhile: a
+stopping Prefect worker kills its flow runs at once, and would start new ones), then
+the worker; then the server. Each gets SIGTERM, then SIGKILL after its grace. A second
+Ctrl-C while stopping is said and otherwise ignored: the order is kept, and the grace
+periods bound the whole stop (about a minute at most). Each part is tied to this process
+by ``PR_SET_PDEATHSIG``, so even a SIGKILL of ``up`` takes the parts down with it (but
+for a SIGKILL in the seconds the worker is frozen: it stays frozen); ``up`` is the
+subreaper of everything below it, so the flow runs of a worker that died are still
+found.
 """
 
 from __future__ import annotations
@@ -67,6 +70,9 @@ STOP_TIMEOUT = 15.0
 #: release their batches (a released batch is resumed by the next recovery run), before
 #: SIGKILL.
 STOP_GRACE = 20.0
+#: Seconds the worker itself has to exit once its flow runs are gone (an idle worker
+#: takes about one).
+WORKER_STOP_TIMEOUT = 5.0
 #: Seconds the worker and the API each have to become healthy.
 PART_TIMEOUT = 120.0
 #: A worker or API that dies is started again, up to this many times within
@@ -363,13 +369,14 @@ def _reap(tree: dict[int, int], keep: int | None) -> None:
 
 
 def stop_tree(tree: dict[int, int], timeout: float, *, root: subprocess.Popen | None = None,
-              waiting: Callable[[], None] = lambda: None) -> None:
-    """SIGTERM to every process of ``tree``, up to ``timeout`` s for them to exit, then
-    SIGKILL. ``root``: the part's own process, whose children started meanwhile (a flow
-    run being launched) are taken in too while it lives; ``waiting``: called between
-    two looks (a second Ctrl-C is said there)."""
+              signalled: frozenset[int] = frozenset(), waiting: Callable[[], None] = lambda: None) -> None:
+    """SIGTERM to every process of ``tree`` (but those ``signalled`` already: one
+    SIGTERM each, a second may mean "at once" to it), up to ``timeout`` s for them to
+    exit, then SIGKILL. ``root``: the part's own process, whose children started
+    meanwhile (a flow run being launched) are taken in too while it lives; ``waiting``:
+    called between two looks (a second Ctrl-C is said there)."""
     keep = root.pid if root is not None else None
-    _signal_all(tree, signal.SIGTERM)
+    _signal_all({pid: start for pid, start in tree.items() if pid not in signalled}, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if root is not None:
@@ -651,11 +658,24 @@ class Stack:
         return tree
 
     def _reap_orphans(self) -> None:
-        """Orphans that exited on their own are collected, not left as zombies."""
-        ours = frozenset(part.process.pid for part in self.parts)
-        for pid in process_tree(os.getpid(), skip=ours):
-            if pid != os.getpid():
-                _reap({pid: 0}, None)
+        """Orphans that exited on their own are collected, not left as zombies: looked
+        at without being collected first (WNOWAIT), so that a part's exit status stays
+        its Popen's."""
+        ours = {part.process.pid: part.process for part in self.parts}
+        for _ in range(100):
+            try:
+                exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:  # no child at all
+                return
+            if exited is None:
+                return
+            if exited.si_pid in ours:
+                ours.pop(exited.si_pid).poll()  # a part: its Popen collects it (and keeps its exit code)
+                continue
+            try:
+                os.waitpid(exited.si_pid, 0)
+            except ChildProcessError:
+                pass
 
     # -- stopping -----------------------------------------------------------------
 
@@ -666,18 +686,40 @@ class Stack:
             self.say(f"{name} again: already stopping, in order (the API, the worker and its flow runs within "
                      f"{STOP_GRACE:.0f} s, then the server)")
 
+    def _stop_worker(self) -> None:
+        """The worker is frozen first (SIGSTOP): it takes no new run meanwhile, and does
+        not stop its flow runs itself, as a Prefect worker does when it stops: at once,
+        before they could release their batches. Its flow runs (and those of a worker
+        that died) get SIGTERM and ``STOP_GRACE``; then the worker gets SIGTERM, is let
+        go on (SIGCONT: the SIGTERM comes first) and has ``WORKER_STOP_TIMEOUT``."""
+        worker = self.worker
+        frozen = worker is not None and worker.process.poll() is None
+        if frozen:
+            os.kill(worker.process.pid, signal.SIGSTOP)
+        runs = self._orphans()
+        if worker is not None:
+            runs |= {pid: start for pid, start in process_tree(worker.process.pid).items()
+                     if pid != worker.process.pid}
+        if runs:
+            self.say(f"stopping the worker's flow runs ({len(runs)} process(es)): they save what they know and "
+                     f"release their batches, within {STOP_GRACE:.0f} s")
+            stop_tree(runs, STOP_GRACE, waiting=self._say_noted)
+        if worker is None:
+            return
+        if frozen:
+            os.kill(worker.process.pid, signal.SIGTERM)
+            os.kill(worker.process.pid, signal.SIGCONT)
+        stop_tree(process_tree(worker.process.pid), WORKER_STOP_TIMEOUT, root=worker.process,
+                  signalled=frozenset({worker.process.pid}) if frozen else frozenset(), waiting=self._say_noted)
+
     def stop(self) -> None:
-        """The API (no new batches), then the worker with its flow runs and any
-        orphan (``STOP_GRACE``: they save and release their batches while the server
-        and the database are still up), then the server, then whatever is left."""
+        """The API (no new batches), then the worker's flow runs and any orphan
+        (``STOP_GRACE``: they save and release their batches while the server and the
+        database are still up) and the worker, then the server, then whatever is left."""
         self.signals.stopping = True
         if self.api is not None:
             stop_part(self.api, STOP_TIMEOUT, waiting=self._say_noted)
-        orphans = self._orphans()
-        if self.worker is not None:
-            stop_part(self.worker, STOP_GRACE, also=orphans, waiting=self._say_noted)
-        elif orphans:
-            stop_tree(orphans, STOP_GRACE, waiting=self._say_noted)
+        self._stop_worker()
         if self.server is not None:
             stop_part(self.server, STOP_TIMEOUT, waiting=self._say_noted)
         left = self._orphans()

@@ -1,19 +1,15 @@
-"""One `scrapersky up` (its Prefect server on PostgreSQL) under a crowd, then with its
-worker killed.
+"""One `scrapersky up` (its Prefect server on PostgreSQL) under a crowd: 50 submissions
+of 5 farm domains each at the same moment, each from a thread with a client of its own,
+as 50 dashboards would. On SQLite the Prefect server answered some of them 503
+"database is locked"; here every answer is 200 (or 429 with Retry-After, resubmitted
+after it), none 5xx, and every batch is recorded to run. The answers by status, their
+median and p95 latency, and the peak of PostgreSQL connections to our database and to
+the Prefect server's (sampled every 0.5 s from a connection of its own) are printed;
+our process holds one engine with a pool of at most 10 connections.
 
-A crowd: 50 submissions of 5 farm domains each at the same moment, each from a thread
-with a client of its own, as 50 dashboards would. On SQLite the Prefect server answered
-some of them 503 "database is locked"; here every answer is 200 (or 429 with
-Retry-After, resubmitted after it), none 5xx, and every batch ends completed. The
-answers by status, their median and p95 latency, and the peak of PostgreSQL connections
-to our database (sampled every 0.5 s from a connection of its own) are printed: no
-bound on the peak is asserted yet.
-
-A killed worker: SIGKILL of `up`'s Prefect worker while a batch of slow farm domains
-runs; `up` keeps running, says so in one line, stops the flow run the worker left (it
-releases its batch), starts a worker under a new name, which comes online within 60 s,
-and asks for a recovery run, which resumes the batch to its end: every domain one
-outcome.
+That every batch of the crowd then ends ``completed`` takes about five minutes on 2
+cores (each flow run is a Python process with Prefect imported, four at a time): that
+test is marked ``soak`` (`make soak`).
 """
 
 from __future__ import annotations
@@ -22,14 +18,12 @@ import asyncio
 import statistics
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
 import httpx
-import psutil
 import pytest
 
 from scrapersky.farm import Farm
@@ -38,14 +32,13 @@ from up_process import Up, running_up
 CROWD = 50
 DOMAINS_EACH = 5
 REQUEST_TIMEOUT = 60  # s, each submission
-CROWD_DEADLINE = 300  # s, for every batch of the crowd to end
+CROWD_DEADLINE = 480  # s, for every batch of the crowd to end (about 280 s on 2 cores: 4 runs at a time)
 RESUBMITS = 10  # a 429's resubmissions, each after its Retry-After
-SLOW_LATENCY = 1.5  # s before each site-<i> page of the farm
 
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory, prefect_postgres_template: str) -> Iterator[Up]:
-    with Farm(latency=SLOW_LATENCY) as farm, running_up(tmp_path_factory.mktemp("up-crowd"),
+    with Farm() as farm, running_up(tmp_path_factory.mktemp("up-crowd"),
                                                         prefect_postgres_template, farm) as stack:
         yield stack
 
@@ -109,7 +102,20 @@ def _submit(up: Up, index: int, start: threading.Barrier) -> tuple[list[tuple[in
     return answers, None
 
 
+def test_a_crowd_of_50_submissions_is_answered_without_a_5xx(up: Up) -> None:
+    batch_ids, _ = _crowd(up, drain=False)
+    with up.api() as api:
+        statuses = Counter(api.get(f"/batch/{batch_id}/status").json()["status"] for batch_id in batch_ids)
+    assert set(statuses) <= {"pending", "processing", "completed"}, statuses  # recorded, none refused
+
+
+@pytest.mark.soak
 def test_a_crowd_of_50_submissions_is_answered_and_every_batch_completes(up: Up) -> None:
+    _crowd(up, drain=True)
+
+
+def _crowd(up: Up, *, drain: bool) -> tuple[list[str], dict[str, dict]]:
+    """The crowd: every answer checked; with ``drain``, every batch waited for and checked."""
     start = threading.Barrier(CROWD)
     began = time.monotonic()
     with ConnectionSampler(up.admin_url("postgres"), [up.database_name, up.prefect_database_name]) as sampler:
@@ -133,7 +139,7 @@ def test_a_crowd_of_50_submissions_is_answered_and_every_batch_completes(up: Up)
         batch_ids = [batch_id for _, batch_id in results]
         assert all(batch_ids), "a dashboard got no 200 after its resubmissions"
 
-        pending, finals = set(batch_ids), {}
+        pending, finals = set(batch_ids) if drain else set(), {}
         with up.api() as api:
             deadline = time.monotonic() + CROWD_DEADLINE
             while pending and time.monotonic() < deadline:
@@ -148,74 +154,10 @@ def test_a_crowd_of_50_submissions_is_answered_and_every_batch_completes(up: Up)
           f"connections at peak (of {sampler.samples} samples): ours {sampler.peaks[up.database_name]}, the Prefect "
           f"server's {sampler.peaks[up.prefect_database_name]}")
     assert not pending, f"{len(pending)} batches not final after {CROWD_DEADLINE} s\n{up.logs()}"
-    outcomes = Counter((body["status"], body["completed_domains"], body["failed_domains"]) for body in finals.values())
-    assert outcomes == {("completed", DOMAINS_EACH, 0): CROWD}, outcomes
+    if drain:
+        outcomes = Counter((body["status"], body["completed_domains"], body["failed_domains"])
+                           for body in finals.values())
+        assert outcomes == {("completed", DOMAINS_EACH, 0): CROWD}, outcomes
+    return batch_ids, finals
 
 
-def _online_workers(up: Up) -> dict[str, str]:
-    """The pool's workers by name, with their status, as the Prefect server says."""
-    with httpx.Client(trust_env=False, timeout=10) as client:
-        response = client.post(f"{up.ui_url}/api/work_pools/scrapersky/workers/filter", json={})
-        response.raise_for_status()
-        return {worker["name"]: worker["status"] for worker in response.json()}
-
-
-def test_a_killed_worker_is_restarted_and_its_batch_completes(up: Up) -> None:
-    """Defined after the crowd: the crowd's batches are over."""
-    domains = [f"site-{i}.test" for i in range(1, 25)]  # 1.5 s each, 2 at a time: about 18 s of work
-    with up.api() as api:
-        created = api.post("/batch", json={"domains": domains, "max_concurrent": 2})
-        assert created.status_code == 200, created.text
-        batch_id = created.json()["batch_id"]
-        deadline = time.monotonic() + 60
-        while True:  # running, with outcomes saved
-            body = api.get(f"/batch/{batch_id}/status").json()
-            if body["completed_domains"] + body["failed_domains"] >= 2:
-                break
-            assert time.monotonic() < deadline, f"batch not under way after 60 s: {body}\n{up.logs()}"
-            time.sleep(0.5)
-        assert body["status"] not in ("completed", "failed"), body
-
-        worker = up.part("worker start")
-        before = set(_online_workers(up))
-        killed = time.monotonic()
-        worker.kill()  # SIGKILL: only the worker; its flow run stays, handed to `up`
-        worker.wait(timeout=10)
-
-        deadline = killed + 60
-        new: set[str] = set()
-        while True:
-            assert up.process.poll() is None, f"up exited with {up.process.returncode}:\n{up.output()}"
-            workers = _online_workers(up)
-            new = {name for name, status in workers.items() if name not in before and status == "ONLINE"}
-            health = httpx.get(f"{up.api_url}/health", timeout=10).json()
-            if new and health["checks"]["worker"]["status"] == "ok":
-                break
-            assert time.monotonic() < deadline, f"no new worker online 60 s after the kill: {workers}\n{up.output()}"
-            time.sleep(0.5)
-        online_after = time.monotonic() - killed
-        said = up.err.read_text()
-        assert "the worker exited with -9: restarting" in said, said
-        assert up.part("worker start").pid != worker.pid
-        print(f"\na new worker {sorted(new)} online {online_after:.1f} s after the kill")
-
-        final = up.wait_final(api, batch_id, timeout=120)
-        print(f"batch final {time.monotonic() - killed:.1f} s after the kill: {final['status']}, "
-              f"{final['completed_domains']} completed, {final['failed_domains']} failed; farm hits "
-              f"{sorted(Counter(up.farm.hits[d] for d in domains).items())} (times fetched: domains)\n"
-              + "\n".join(line for line in said.splitlines() if "worker" in line or "recover" in line))
-
-    async def outcomes() -> list[asyncpg.Record]:
-        connection = await asyncpg.connect(up.admin_url(up.database_name))
-        try:
-            return await connection.fetch("select domain, outcome is not null as known from domain_results "
-                                          "where batch_id = $1", uuid.UUID(batch_id))
-        finally:
-            await connection.close()
-
-    rows = asyncio.run(outcomes())
-    assert final["status"] == "completed", f"{final}\n{up.logs()}"
-    assert sorted(row["domain"] for row in rows) == sorted(domains)
-    assert all(row["known"] for row in rows), [row["domain"] for row in rows if not row["known"]]
-    assert (final["completed_domains"], final["failed_domains"]) == (len(domains), 0), final
-    assert psutil.pid_exists(up.process.pid)

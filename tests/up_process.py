@@ -31,9 +31,9 @@ BIN = Path(sys.executable).parent
 TOKEN = "scraper_sky_2024"  # the old dashboard's
 PASSWORD = "up-test-secret-pw"  # in DATABASE_URL (the local server trusts loopback): never printed
 STARTUP_TIMEOUT = 180  # on a busy machine
-#: up's stop: the API 15 s, the worker and its flow runs 20 s (STOP_GRACE), the server
+#: up's stop: the API 15 s, the flow runs 20 s (STOP_GRACE), the worker 5 s, the server
 #: 15 s, each then SIGKILL and 5 s to be reaped.
-STOP_BOUND = 75
+STOP_BOUND = 90
 
 
 def free_port() -> int:
@@ -71,6 +71,18 @@ class Up:
     out: Path
     err: Path
     home: Path
+    argv: list[str]
+    environ: dict[str, str]
+
+    def start_again(self) -> float:
+        """`up` again, the same command in the same environment (after it stopped): the
+        seconds until it is ready."""
+        assert self.process.poll() is not None, "up still runs"
+        self.out, self.err = self.out.with_suffix(".again.out"), self.err.with_suffix(".again.err")
+        with self.out.open("wb") as stdout, self.err.open("wb") as stderr:
+            self.process = subprocess.Popen(self.argv, env=self.environ, cwd=self.out.parent, stdin=subprocess.DEVNULL,
+                                            stdout=stdout, stderr=stderr)
+        return _wait_ready(self)
 
     @property
     def prefect_database_name(self) -> str:
@@ -119,6 +131,16 @@ class Up:
             time.sleep(0.5)
 
 
+def _wait_ready(stack: Up) -> float:
+    """Seconds until `up` printed that it is ready."""
+    started = time.monotonic()
+    while "ready" not in stack.out.read_text(errors="replace"):
+        if stack.process.poll() is not None or time.monotonic() > started + STARTUP_TIMEOUT:
+            raise AssertionError(f"up did not start (exit {stack.process.poll()}):\n{stack.output()}\n{stack.logs()}")
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
 @contextmanager
 def running_up(home: Path, prefect_template: str, farm: Farm, **env: str) -> Iterator[Up]:
     """`scrapersky up` ready (it printed its URLs); stopped (SIGTERM, then SIGKILL of
@@ -128,7 +150,7 @@ def running_up(home: Path, prefect_template: str, farm: Farm, **env: str) -> Ite
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
     database_url = f"{base}/{name}".replace("postgresql://postgres@", f"postgresql://postgres:{PASSWORD}@")
     tenant = uuid.uuid4()
-    process = None
+    process, stack = None, None
     try:
         asyncio.run(Database(database_url).upgrade())  # as an operator would: db upgrade
         prefect_database_from(prefect_template, f"{name}_prefect")
@@ -142,22 +164,17 @@ def running_up(home: Path, prefect_template: str, farm: Farm, **env: str) -> Ite
             PREFECT_WORKER_QUERY_SECONDS="1",
         ) | env
         out, err = home / "up.out", home / "up.err"
+        argv = [str(BIN / "scrapersky"), "up", "--api-port", str(api_port), "--ui-port", str(ui_port),
+                "--prefect-home", str(prefect_home)]
         with out.open("wb") as stdout, err.open("wb") as stderr:
-            process = subprocess.Popen(
-                [str(BIN / "scrapersky"), "up", "--api-port", str(api_port), "--ui-port", str(ui_port),
-                 "--prefect-home", str(prefect_home)],
-                env=environ, cwd=home, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-            )
+            process = subprocess.Popen(argv, env=environ, cwd=home, stdin=subprocess.DEVNULL, stdout=stdout,
+                                       stderr=stderr)
         stack = Up(process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ui_port}", tenant, database_url,
-                   name, farm, out, err, prefect_home)
-        started = time.monotonic()
-        while "ready" not in out.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > started + STARTUP_TIMEOUT:
-                raise AssertionError(f"up did not start (exit {process.poll()}):\n{stack.output()}\n{stack.logs()}")
-            time.sleep(0.5)
-        print(f"up ready in {time.monotonic() - started:.1f} s")
+                   name, farm, out, err, prefect_home, argv, environ)
+        print(f"up ready in {_wait_ready(stack):.1f} s")
         yield stack
     finally:
+        process = stack.process if stack is not None else process
         if process is not None and process.poll() is None:  # a test failed before stopping it
             try:
                 tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
