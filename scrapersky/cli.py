@@ -579,7 +579,8 @@ def recover(
     stale_after: Annotated[Optional[float], typer.Option("--stale-after", help="Seconds without an update (env SCRAPERSKY_STALE_AFTER, 900).")] = None,
     max_attempts: Annotated[int, typer.Option("--max-attempts", help="Recoveries of one batch before it is marked failed.")] = 3,
 ) -> None:
-    """Run the recovery flow once: batches whose run is gone are resumed here, or failed."""
+    """Run the recovery flow once: batches whose run is gone are resumed here, or ended
+    with the reason (README, "When a run stops")."""
     from scrapersky.flows.recover_stale_batches import recover_stale_batches
 
     settings = _settings()
@@ -588,11 +589,11 @@ def recover(
     if not state.is_completed():
         raise _fail(state.message or "the recovery flow failed", 1)
     summary = state.result()
-    out.print(f"resumed {len(summary['resumed'])} batch(es), failed {len(summary['failed'])}", highlight=False)
-    for batch_id in summary["resumed"]:
-        out.print(f"  resumed {batch_id}", highlight=False)
-    for batch_id in summary["failed"]:
-        out.print(f"  failed  {batch_id}", highlight=False)
+    out.print(f"resumed {len(summary['resumed'])} batch(es), failed {len(summary['failed'])}, "
+              f"cancelled {len(summary['cancelled'])}", highlight=False)
+    for word in ("resumed", "failed", "cancelled"):
+        for batch_id in summary[word]:
+            out.print(f"  {word:<7} {batch_id}", highlight=False)
 
 
 @app.command()
