@@ -10,9 +10,12 @@ One engine per process: an asyncpg connection belongs to the event loop that ope
 it, and our callers run on many loops (Prefect tasks, threads, the API's loop). So
 every piece of work runs on one event loop of the process's own (a daemon thread,
 ``_DatabaseLoop``), where the engines live, one per database URL: a crowd of API
-requests shares one small pool instead of opening a connection each. SQLite has no
-pool (``NullPool``, said here on purpose): opening a file is cheap, and an idle pooled
-aiosqlite connection would hold a thread of its own.
+requests shares one small pool (``POOL_SIZE`` + ``MAX_OVERFLOW``) instead of opening a
+connection each. Behind a transaction-mode pooler the small pool stays: every checkout
+is one transaction with no session state, pre-pinged, so the pooler may hand each one
+to any server connection. SQLite has no pool (``NullPool``, said here on purpose):
+opening a file is cheap, and an idle pooled aiosqlite connection would hold a thread
+of its own.
 
 Every wait is bounded, here and nowhere else: ``CONNECT_TIMEOUT`` to open a
 connection (a black-holed port), ``COMMAND_TIMEOUT`` for one statement of a batch's

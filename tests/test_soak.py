@@ -10,6 +10,19 @@ seconds; the peak RSS of the flow's process tree (sampled with psutil) stays und
 600 MB; no second run ever writes to the batch (one flow run owns it from start to
 end, the recovery passes leave it alone, no recovery entry).
 
+The same 2,000 domains through `scrapersky up` (its Prefect server on PostgreSQL, a
+worker, the HTTP API; the batch submitted with `POST /api/v3/batch_page_scraper/batch`),
+its Prefect worker SIGKILLed at about 20% and again at about 40% of the outcomes, and
+`up` itself stopped with SIGTERM at about 60% and started again (same PREFECT_HOME,
+database and ports). Proved: the batch ends (`partial`: the hostile kinds fail as KINDS
+says); every domain has exactly one outcome (one domain_results row each, with its
+outcome); no domain whose outcome was saved before a kill or the stop is fetched again
+afterwards (the farm counts requests per host); the peak RSS of up's whole process tree
+(server, worker, API, flow runs and their worker processes; psutil, every second) stays
+under 600 MB. Printed: the wall time, the outcomes by status and error_type, the peak
+RSS, how long after each kill or stop the batch was released, taken by a new run and
+saved its first new outcome, and the runs of the batch.
+
 It takes minutes, not seconds: marked `soak`, deselected by default, run by `make soak`.
 """
 
@@ -19,10 +32,15 @@ import asyncio
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -227,3 +245,432 @@ def test_soak_2000_hostile_domains_one_worker_process_killed(
 
     # Memory: the flow's process and its worker processes together.
     assert peak_rss < PEAK_RSS_LIMIT, f"peak RSS {peak_rss / 2**20:.0f} MB: {at_peak}"
+
+
+# -- the same batch through `scrapersky up`: its worker killed twice, `up` stopped and
+# -- started again mid-batch ---------------------------------------------------------
+
+UP_BATCH_DEADLINE = 900  # s from the submission to the batch's end, at most
+UP_START_BOUND = 180  # s for `up` to say "ready" on a busy machine
+UP_MAX_CONCURRENT = 64  # the API's max_concurrent: the CLI soak's --concurrency
+#: The CLI soak's options, as the environment every part of `up` reads (the API stores
+#: them in the batch's row: every run of the batch fetches with them).
+UP_OPTIONS = {"SCRAPERSKY_RETRIES": "1", "SCRAPERSKY_RETRY_BACKOFF": "0.5", "SCRAPERSKY_CONNECT_TIMEOUT": "4",
+              "SCRAPERSKY_READ_TIMEOUT": "4", "SCRAPERSKY_TOTAL_TIMEOUT": str(TOTAL_TIMEOUT),
+              "SCRAPERSKY_TASK_RUNNER": "processes", "SCRAPERSKY_WORKERS": "2"}
+#: (fraction of the domains with a saved outcome, what is done then)
+UP_EVENTS = [(0.20, "SIGKILL worker"), (0.40, "SIGKILL worker"), (0.60, "SIGTERM up")]
+POLL = 0.5  # s between two reads of the batch's row
+FINAL = {"completed", "partial", "failed", "cancelled"}
+
+
+def _up_role(process: psutil.Process, root: int) -> str:
+    if process.pid == root:
+        return "up"
+    try:
+        argv = process.cmdline()
+    except psutil.Error:
+        return "?"
+    line = " ".join(argv)
+    for words, role in (("server start", "server"), ("worker start", "worker"), ("scrapersky.cli api", "api"),
+                        ("prefect.engine", "flow run"), ("resource_tracker", "resource tracker"),
+                        ("spawn_main", "pool worker"), ("forkserver", "forkserver")):
+        if words in line:
+            return role
+    return " ".join(argv[1:3])[:40] or process.name()
+
+
+class _RssSampler(threading.Thread):
+    """The summed RSS of up's whole process tree, every second, in a thread of its own
+    (the test's loop blocks while `up` stops and starts); its peak, by process then."""
+
+    #: The roles of a flow run's own tree (the part the CLI soak measures).
+    FLOW = frozenset({"flow run", "pool worker", "resource tracker", "forkserver"})
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="rss-sampler")
+        self.root: int | None = None
+        self.peak = 0
+        self.at_peak: list[tuple[str, int, int]] = []
+        self.flow_peak = 0  # the flow runs and their worker processes alone
+        self.samples = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 3600
+        while not self.stopped.wait(1.0) and time.monotonic() < deadline:
+            root = self.root
+            if root is None:
+                continue
+            try:
+                top = psutil.Process(root)
+                tree = [top, *top.children(recursive=True)]
+            except psutil.Error:
+                continue
+            each = []
+            for process in tree:
+                try:
+                    each.append((_up_role(process, root), process.pid, process.memory_info().rss))
+                except psutil.Error:
+                    pass
+            total = sum(rss for _, _, rss in each)
+            self.flow_peak = max(self.flow_peak, sum(rss for role, _, rss in each if role in self.FLOW))
+            self.samples += 1
+            if total > self.peak:
+                self.peak, self.at_peak = total, sorted(each, key=lambda e: -e[2])
+
+    def described(self) -> str:
+        return ", ".join(f"{role} {rss / 2**20:.0f}" for role, _, rss in self.at_peak) + " (MB)"
+
+
+class _Reader:
+    """Reads of our database from the test's thread: one connection, one event loop."""
+
+    def __init__(self, url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.connection = self.loop.run_until_complete(asyncpg.connect(url))
+
+    def __call__(self, method: str, query: str, *args):  # noqa: ANN204
+        return self.loop.run_until_complete(getattr(self.connection, method)(query, *args))
+
+    def row(self, batch_id: uuid.UUID):  # noqa: ANN201
+        return self("fetchrow", """
+            select status, batch_metadata->>'flow_run_id' as owner, batch_metadata->'released' as released,
+                   (select count(*) from domain_results r where r.batch_id = b.batch_id and r.outcome is not null)
+                   as saved
+            from batch_jobs b where batch_id = $1""", batch_id)
+
+    def recorded(self, batch_id: uuid.UUID) -> dict[str, str]:
+        """The domains with a saved outcome: "status[/error_type]" each."""
+        rows = self("fetch", "select domain, outcome->>'status' as status, outcome->>'error_type' as error_type "
+                    "from domain_results where batch_id = $1 and outcome is not null", batch_id)
+        return {row["domain"]: row["status"] + (f"/{row['error_type']}" if row["error_type"] else "")
+                for row in rows}
+
+    def close(self) -> None:
+        try:
+            self.loop.run_until_complete(self.connection.close())
+        finally:
+            self.loop.close()
+
+
+@dataclass
+class _Event:
+    action: str
+    at: float  # monotonic
+    wall: datetime
+    saved: int  # outcomes saved then
+    owner: str | None  # the run that had the batch
+    recorded: dict[str, str]  # domain -> its saved "status[/error_type]" then
+    hits: Counter
+    detail: str = ""
+    released: datetime | None = None  # the batch released (batch_metadata.released.at) after it
+    new_run_at: float | None = None  # a new run had it, processing (seen by a poll)
+    new_owner: str | None = None
+    first_outcome: datetime | None = None  # the first outcome saved after the release
+    notes: list[str] = field(default_factory=list)
+
+
+def _worker_of(pid: int) -> psutil.Process | None:
+    """up's Prefect worker (its child with "worker start" in its command line)."""
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.Error:
+        return None
+    for child in children:
+        try:
+            if "worker start" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                return child
+        except psutil.Error:
+            pass
+    return None
+
+
+def _stop_up(process: subprocess.Popen, bound: float) -> tuple[float, int | None, list[str]]:
+    """SIGTERM to `up`, up to ``bound`` s for it and every process below it to exit (then
+    SIGKILL of what is left): (seconds taken, up's exit code or None, what was left)."""
+    try:
+        top = psutil.Process(process.pid)
+        below = top.children(recursive=True)
+    except psutil.Error:
+        below = []
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        code: int | None = process.wait(timeout=bound)
+    except subprocess.TimeoutExpired:
+        code = None
+    _, alive = psutil.wait_procs(below, timeout=max(1.0, started + bound - time.monotonic()))
+    left = []
+    for leftover in alive:
+        try:
+            left.append(f"{leftover.pid} {_up_role(leftover, -1)}")
+            leftover.kill()
+        except psutil.Error:
+            pass
+    if code is None:
+        process.kill()
+        process.wait(timeout=10)
+    return time.monotonic() - started, code, left
+
+
+def _prefect_runs(admin_url: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    """From the Prefect server's database: every flow run of a deployment; the log lines
+    of those runs that say how the batch was stopped, released, resumed."""
+    async def read() -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        connection = await asyncpg.connect(admin_url)
+        try:
+            runs = await connection.fetch(
+                "select deployment.name as deployment, flow_run.name, flow_run.state_type::text as state, "
+                "flow_run.state_name, flow_run.parameters->'batch'->>'generation' as generation, "
+                "flow_run.auto_scheduled from flow_run join deployment on deployment.id = flow_run.deployment_id "
+                "order by flow_run.created")
+            said = await connection.fetch(
+                "select log.timestamp, flow_run.name, log.level, log.message from log "
+                "join flow_run on flow_run.id = log.flow_run_id where log.level >= 30 "
+                "or log.message ~* 'resuming|released|cancelled|crash|terminat|superseded' order by log.timestamp")
+            return runs, said
+        finally:
+            await connection.close()
+
+    return asyncio.run(read())
+
+
+@pytest.fixture
+def up_database(scratch_database: str, prefect_postgres_template: str) -> Iterator[str]:
+    """The scratch database, upgraded as an operator would (``db upgrade``), and beside it
+    the Prefect server's ``<db>_prefect``, a copy of the session's migrated template
+    (`up` finds it existing: no start migrates); dropped afterwards."""
+    from conftest import _admin, prefect_database_from
+
+    name = scratch_database.rsplit("/", 1)[1]
+    asyncio.run(Database(scratch_database).upgrade())
+    prefect_database_from(prefect_postgres_template, f"{name}_prefect")
+    try:
+        yield scratch_database
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}_prefect" WITH (FORCE)'))
+
+
+def test_soak_through_up_worker_killed_twice_up_stopped_and_started_again(up_database: str, tmp_path: Path) -> None:
+    from up_process import STOP_BOUND as UP_STOP_BOUND
+    from up_process import TOKEN, Up, clean_env, free_port, port_free
+
+    scratch_database = up_database
+    domains = _domains()
+    assert len(domains) == 2000
+    name = scratch_database.rsplit("/", 1)[1]
+    tenant = uuid.uuid4()
+    home = tmp_path / "up"
+    home.mkdir()
+    prefect_home = home / "prefect-home"
+    api_port, ui_port = free_port(), free_port()
+    sampler = _RssSampler()
+    sampler.start()
+    processes: list[subprocess.Popen] = []
+    events: list[_Event] = []
+    problems: list[str] = []
+    owners: list[tuple[str, float]] = []  # each run that had the batch, when first seen
+    released_seen: dict[str, dict] = {}  # batch_metadata.released, by its "at"
+    starts: list[float] = []
+    reader = _Reader(scratch_database)
+
+    def start_up(farm: Farm, environ: dict[str, str], n: int) -> Up:
+        out, err = home / f"up-{n}.out", home / f"up-{n}.err"
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            process = subprocess.Popen(
+                [str(BIN / "scrapersky"), "up", "--api-port", str(api_port), "--ui-port", str(ui_port),
+                 "--prefect-home", str(prefect_home)],
+                env=environ, cwd=home, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+        processes.append(process)
+        stack = Up(process, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ui_port}", tenant,
+                   scratch_database, name, farm, out, err, prefect_home)
+        sampler.root = process.pid
+        began = time.monotonic()
+        while "ready" not in out.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > began + UP_START_BOUND:
+                raise AssertionError(f"up #{n} did not start (exit {process.poll()}):\n{stack.output()}\n"
+                                     f"{stack.logs()}")
+            time.sleep(0.5)
+        starts.append(time.monotonic() - began)
+        return stack
+
+    with Farm(latency=0.1) as farm:
+        environ = clean_env(
+            DATABASE_URL=scratch_database,
+            SCRAPERSKY_CONNECT_TO=" ".join(farm.connect_to()),  # every *.test name on both ports: loopback
+            SCRAPERSKY_API_TOKENS=f"{TOKEN}={tenant}",
+            PREFECT_WORKER_QUERY_SECONDS="1",
+            **UP_OPTIONS,
+        )
+        try:
+            stack = start_up(farm, environ, 1)
+            with stack.api(timeout=120) as api:
+                created = api.post("/batch", json={"domains": list(domains), "max_concurrent": UP_MAX_CONCURRENT})
+            assert created.status_code == 200, created.text
+            batch_id = uuid.UUID(created.json()["batch_id"])
+            submitted = time.monotonic()
+            row = None
+            while True:
+                now = time.monotonic()
+                if now > submitted + UP_BATCH_DEADLINE:
+                    problems.append(f"the batch did not end within {UP_BATCH_DEADLINE} s of its submission: "
+                                    f"{dict(row) if row else None}")
+                    break
+                if stack.process.poll() is not None:
+                    problems.append(f"up exited on its own with {stack.process.returncode} mid-batch")
+                    break
+                row = reader.row(batch_id)
+                if row is None:
+                    time.sleep(POLL)
+                    continue
+                if row["owner"] and row["owner"] not in {owner for owner, _ in owners}:
+                    owners.append((row["owner"], now - submitted))
+                if row["released"]:
+                    released = json.loads(row["released"])
+                    released_seen.setdefault(released.get("at"), released)
+                for event in events:
+                    if event.new_run_at is None and row["status"] == "processing" and row["owner"] \
+                            and row["owner"] != event.owner:
+                        event.new_run_at, event.new_owner = now, row["owner"]
+                if row["status"] in FINAL:
+                    break
+                if len(events) < len(UP_EVENTS):
+                    fraction, action = UP_EVENTS[len(events)]
+                    worker = _worker_of(stack.process.pid) if action == "SIGKILL worker" else None
+                    due = (row["saved"] >= fraction * len(domains) and row["status"] == "processing"
+                           and row["owner"] is not None and (not events or events[-1].new_run_at is not None)
+                           and (action != "SIGKILL worker" or worker is not None))
+                    if due:
+                        recorded = reader.recorded(batch_id)  # saved, so fetched already ...
+                        hits = farm.hits  # ... and fetched this many times
+                        event = _Event(action, time.monotonic(), datetime.now().astimezone(), len(recorded),
+                                       row["owner"], recorded, hits)
+                        events.append(event)
+                        if worker is not None:
+                            os.kill(worker.pid, signal.SIGKILL)  # up's Prefect worker, by its pid
+                            event.detail = f"worker pid {worker.pid}"
+                        else:
+                            took, code, left = _stop_up(stack.process, UP_STOP_BOUND)
+                            event.detail = f"up stopped in {took:.1f} s, exit {code}" + (
+                                f", SIGKILLed what was left: {left}" if left else "")
+                            if code != 0 or left:
+                                problems.append(f"up #1 after SIGTERM: {event.detail}")
+                            # The second `up` writes its parts' logs under the same names: keep these.
+                            shutil.copytree(prefect_home / "scrapersky-up", home / "up-1-logs")
+                            if not (port_free(api_port) and port_free(ui_port)):
+                                event.notes.append(f"ports {api_port}/{ui_port} still taken: new ones")
+                                api_port, ui_port = free_port(), free_port()
+                            stack = start_up(farm, environ, 2)
+                            event.detail += f"; up started again, ready in {starts[-1]:.1f} s"
+                        continue
+                time.sleep(POLL)
+            ended = time.monotonic()
+            final_hits = farm.hits
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    took, code, left = _stop_up(process, UP_STOP_BOUND)
+                    print(f"\nsoak-up: the last up stopped in {took:.1f} s, exit {code}, left {left}")
+            sampler.stopped.set()
+            if sys.exc_info()[0] is not None:
+                reader.close()
+
+    try:
+        final = reader("fetchrow", "select status, completed_domains, failed_domains, total_domains, error, "
+                       "batch_metadata - 'domain_results' - 'domain_statuses' as metadata, "
+                       "jsonb_typeof(batch_metadata->'domain_results') as entries_type, "
+                       "case jsonb_typeof(batch_metadata->'domain_results') "
+                       "when 'object' then (select count(*) from jsonb_object_keys(batch_metadata->'domain_results')) "
+                       "when 'array' then jsonb_array_length(batch_metadata->'domain_results') end as entries "
+                       "from batch_jobs where batch_id = $1", batch_id)
+        rows = reader("fetch", "select domain, outcome from domain_results where batch_id = $1", batch_id)
+        for event in events:
+            later = sorted(datetime.fromisoformat(at) for at in released_seen if at
+                           and datetime.fromisoformat(at) > event.wall)
+            event.released = later[0] if later else None
+            since = event.released or event.wall
+            event.first_outcome = reader("fetchval", "select min(updated_at) from domain_results where batch_id = $1 "
+                                         "and outcome is not null and updated_at > $2", batch_id, since)
+    finally:
+        reader.close()
+    try:
+        runs, said_by_runs = _prefect_runs(f"{scratch_database.rsplit('/', 1)[0]}/{name}_prefect")
+    except Exception as exc:  # the figures only
+        runs, said_by_runs = [], []
+        print(f"soak-up: could not read the Prefect database: {type(exc).__name__}: {exc}")
+
+    # -- the figures ------------------------------------------------------------------
+    metadata = json.loads(final["metadata"]) if final and final["metadata"] else {}
+    outcomes = {row["domain"]: json.loads(row["outcome"]) if isinstance(row["outcome"], str) else row["outcome"]
+                for row in rows}
+    by_kind = Counter((o or {}).get("status", "none") + (f"/{o['error_type']}" if o and o.get("error_type") else "")
+                      for o in outcomes.values())
+    print(f"\nsoak-up: {len(domains)} domains through `scrapersky up`; up ready in "
+          f"{', '.join(f'{s:.1f}' for s in starts)} s; batch {batch_id} ended {final['status']} "
+          f"{ended - submitted:.1f} s after its submission ({final['completed_domains']} completed, "
+          f"{final['failed_domains']} failed of {final['total_domains']}); {sum(final_hits.values())} requests")
+    print(f"soak-up: outcomes by status/error_type: {dict(sorted(by_kind.items()))}")
+    print(f"soak-up: peak RSS of up's tree {sampler.peak / 2**20:.0f} MB ({sampler.samples} samples): "
+          f"{sampler.described()}; the flow runs' own trees (flow run + worker processes) peaked at "
+          f"{sampler.flow_peak / 2**20:.0f} MB")
+    for event in events:
+        def after(moment: datetime | None) -> str:
+            return "never" if moment is None else f"{(moment - event.wall).total_seconds():.1f} s"
+        print(f"soak-up: {event.action} at {event.at - submitted:.1f} s ({event.saved} outcomes saved, run "
+              f"{event.owner}; {event.detail}): released after {after(event.released)}, a new run "
+              f"({event.new_owner}) processing after "
+              f"{'never' if event.new_run_at is None else f'{event.new_run_at - event.at:.1f} s'}, first new "
+              f"outcome saved after {after(event.first_outcome)}" + (f"; {event.notes}" if event.notes else ""))
+    print(f"soak-up: runs of the batch: {len(owners)} owners seen {[(o, round(t, 1)) for o, t in owners]}; "
+          f"generation {metadata.get('generation')}, recovery {metadata.get('recovery')}, "
+          f"released {metadata.get('released')}")
+    batch_runs = [(r["name"], r["state"], r["generation"]) for r in runs if r["deployment"] == "batch-scrape"]
+    recovery_runs = Counter((r["state"], "scheduled" if r["auto_scheduled"] else "asked")
+                            for r in runs if r["deployment"] == "recover-stale-batches")
+    print(f"soak-up: Prefect's batch-scrape runs {batch_runs}; recover-stale-batches runs {dict(recovery_runs)}")
+    for event in events:
+        again = Counter(f"{domains[d]}: {status}" for d, status in event.recorded.items()
+                        if final_hits[d] != event.hits[d])
+        print(f"soak-up: recorded before the {event.action} at {event.at - submitted:.1f} s and fetched again "
+              f"afterwards: {sum(again.values())} of {len(event.recorded)} {dict(again)}")
+    print("soak-up: what the runs said (Prefect's log, warnings and stops):\n  " + "\n  ".join(
+        f"{r['timestamp']:%H:%M:%S} {r['name']} {r['message'][:300]}" for r in said_by_runs[:40]))
+    for n in (1, 2):
+        said = home / f"up-{n}.err"
+        if said.exists():
+            print(f"soak-up: up #{n} said:\n  " + "\n  ".join(said.read_text(errors="replace").splitlines()[-40:]))
+    print(f"soak-up: logs under {prefect_home / 'scrapersky-up'} (the first up's in {home / 'up-1-logs'})")
+
+    # -- what is proved ---------------------------------------------------------------
+    if [event.action for event in events] != [action for _, action in UP_EVENTS]:
+        problems.append(f"not every kill or stop happened: {[event.action for event in events]}")
+    if final["status"] not in ("completed", "partial"):
+        problems.append(f"the batch ended {final['status']}: {final['error']}")
+    missing = set(domains) - set(outcomes)
+    unknown = sorted(domain for domain, outcome in outcomes.items() if not outcome)
+    if missing or unknown or len(outcomes) != len(domains) or set(outcomes) != set(domains):
+        problems.append(f"not one outcome a domain: {len(outcomes)} rows, {len(missing)} domains without a row "
+                        f"{sorted(missing)[:10]}, {len(unknown)} rows without an outcome {unknown[:10]}")
+    if final["status"] in FINAL and final["entries"] != len(domains):
+        problems.append(f"batch_metadata.domain_results has {final['entries']} entries ({final['entries_type']})")
+    wrong = {}
+    for domain, kind in domains.items():
+        outcome = outcomes.get(domain) or {}
+        expected = ("failed", KINDS[kind][1]) if KINDS[kind][1] else ("completed", None)
+        if (outcome.get("status"), outcome.get("error_type")) != expected:
+            wrong[domain] = (outcome.get("status"), outcome.get("error_type"), (outcome.get("error") or "")[:120])
+    if wrong:
+        problems.append(f"{len(wrong)} domains ended otherwise than their kind says: {dict(list(wrong.items())[:15])}")
+    for event in events:
+        again = {d: (status, event.hits[d], final_hits[d]) for d, status in event.recorded.items()
+                 if final_hits[d] != event.hits[d]}
+        if again:
+            problems.append(f"{len(again)} of the {len(event.recorded)} domains recorded before the {event.action} "
+                            f"at {event.at - submitted:.1f} s were fetched again (saved status then, hits then, "
+                            f"at the end): {dict(list(again.items())[:8])}; by kind and status: "
+                            f"{dict(Counter(f'{domains[d]}: {entry[0]}' for d, entry in again.items()))}")
+    if sampler.peak >= PEAK_RSS_LIMIT:
+        problems.append(f"peak RSS of up's tree {sampler.peak / 2**20:.0f} MB >= {PEAK_RSS_LIMIT / 2**20:.0f} MB: "
+                        f"{sampler.described()}")
+    assert not problems, "\n".join(problems)
