@@ -200,20 +200,17 @@ def _stopped(database: Database, batch: BatchRequest, batch_id: UUID, flow_run_i
     signal_name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else signal.Signals(
         getattr(stop, "signal", signal.SIGTERM)).name
     logger = get_run_logger()
-    if _cancel_asked(flow_run_id):  # the runner's SIGTERM of a cancellation: someone decided
-        database.run(lambda session: batches.save_progress(
-            session, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id, outcomes=known))
-        database.run(lambda session: batches.end_batch(
-            session, batch_id=batch_id, tenant_id=batch.tenant_id, status=BatchStatus.CANCELLED,
-            error=f"flow run {flow_run_id} was cancelled", flow_run_id=flow_run_id))
-        logger.warning("batch %s cancelled; %d outcomes saved", batch_id, len(known))
-        return
     if _stopping_cancels.get():
+        cancelled = f"stopped by its user ({signal_name}) in flow run {flow_run_id}: resume it with --batch-id"
+    elif _cancel_asked(flow_run_id):  # the runner's SIGTERM of a cancellation: someone decided
+        cancelled = f"flow run {flow_run_id} was cancelled"
+    else:
+        cancelled = None
+    if cancelled:
         database.run(lambda session: batches.save_progress(
             session, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id, outcomes=known))
         database.run(lambda session: batches.end_batch(
-            session, batch_id=batch_id, tenant_id=batch.tenant_id, status=BatchStatus.CANCELLED,
-            error=f"stopped by its user ({signal_name}) in flow run {flow_run_id}: resume it with --batch-id",
+            session, batch_id=batch_id, tenant_id=batch.tenant_id, status=BatchStatus.CANCELLED, error=cancelled,
             flow_run_id=flow_run_id))
         logger.warning("batch %s cancelled (%s); %d outcomes saved", batch_id, signal_name, len(known))
         return
