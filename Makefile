@@ -24,9 +24,9 @@ test: install
 	$(VENV)/bin/python tests/corpora.py  # the third-party metadata corpora, pinned (.corpora/)
 	$(VENV)/bin/pytest
 
-# The soak tests (tests/test_soak.py, minutes long: the CLI's batch, then the same batch
+# The soak tests (minutes long; tests/test_soak.py: the CLI's batch, then the same batch
 # through `scrapersky up` with its worker killed twice and `up` restarted): deselected by
 # `make test`. -s: the figures they print (wall time, outcomes, peak RSS, recovery times).
 soak: install
 	bash tests/services.sh
-	$(VENV)/bin/pytest -m soak tests/test_soak.py -s
+	$(VENV)/bin/pytest -m soak tests/test_soak.py tests/test_up_crowd.py -s

@@ -227,8 +227,10 @@ async def open_batch(
     ``schema`` is the live table's check: legacy columns it names are filled on insert.
     A batch that another run is still moving (updated within ``stale_after`` seconds)
     is refused: one batch, one run. The batch's domains are recorded (a row each in
-    domain_results), so a recovery knows them. Returns the domains an earlier run of
-    this batch already completed.
+    domain_results), so a recovery knows them. Returns the domains this run does not
+    fetch: every one with an outcome when the batch is taken up where an earlier run
+    left it (its failures used their retries already); only the completed ones when a
+    batch that had ended is run again (its failures are tried again).
     """
     batch_id, tenant_id, domains = batch.batch_id, batch.tenant_id, batch.domains
     await _claim(session, batch_id)
@@ -281,6 +283,8 @@ async def open_batch(
     row.error = None
     row.updated_at = now
     await _record_domains(session, batch_id, keys - recorded)
+    if ended is None or not ended.is_final:
+        return set(statuses)
     return {d for d, entry in statuses.items() if entry.get("status") == DomainStatus.COMPLETED}
 
 
@@ -538,8 +542,9 @@ async def end_batch(
     if row is None or row.tenant_id != tenant_id or _status(row) not in (BatchStatus.PENDING, BatchStatus.PROCESSING):
         return False
     if flow_run_id is not None and _owner(row) != flow_run_id:
-        unclaimed = (_owner(row) is None and _status(row) == BatchStatus.PENDING
-                     and not (row.batch_metadata or {}).get(RELEASED_KEY))
+        metadata = row.batch_metadata or {}
+        unclaimed = (_owner(row) is None and _status(row) == BatchStatus.PENDING and not metadata.get(RELEASED_KEY)
+                     and flow_run_id not in (metadata.get("recovery") or {}).get("dead_flow_runs", []))
         if not unclaimed or generation not in (None, generation_of(row)):
             return False
     row.error = error

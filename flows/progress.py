@@ -105,7 +105,7 @@ class ProgressRecorder:
         counts = "\n".join(f"| {kind} | {count} |" for kind, count in self.by_type.most_common())
         create_markdown_artifact(
             f"# Batch {self.batch_id}: {status}\n\n{self.done} domains fetched by this run"
-            f" ({skipped} already completed by an earlier run).\n\n| outcome | domains |\n|---|---|\n{counts}\n",
+            f" ({skipped} recorded by an earlier run).\n\n| outcome | domains |\n|---|---|\n{counts}\n",
             description="batch summary",
         )
         if self.failures:

@@ -25,6 +25,7 @@
     |   |   +-- BatchSuperseded          batch_superseded (a run of a submission answered already)
     |   +-- SubmitFailed                 submit_failed (Prefect could not be asked to run it)
     |       +-- BatchIdTaken             batch_id_taken (another tenant's batch has that id)
+    +-- Busy                             busy                 too many submissions at once: try again (429)
     +-- AccessError                      the caller may not do this (the HTTP API's refusals)
     |   +-- NotAuthenticated             not_authenticated    no token, or one not accepted
     |   +-- WrongTenant                  wrong_tenant         asks for another tenant than the token's
@@ -65,6 +66,7 @@ __all__ = [
     "BatchSuperseded",
     "SubmitFailed",
     "BatchIdTaken",
+    "Busy",
     "AccessError",
     "NotAuthenticated",
     "WrongTenant",
@@ -268,6 +270,13 @@ class BatchIdTaken(SubmitFailed):
     """The batch id is another tenant's batch: the submission must choose another one."""
 
     error_type = "batch_id_taken"
+
+
+class Busy(ScraperSkyError):
+    """The service takes as many submissions at once as it can serve well: try again
+    after a moment (HTTP 429 with Retry-After)."""
+
+    error_type = "busy"
 
 
 class AccessError(ScraperSkyError):

@@ -29,9 +29,11 @@ import itertools
 import multiprocessing
 import os
 import queue
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,6 +144,23 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+@contextmanager
+def _main_not_imported() -> Iterator[None]:
+    """Processes started inside do not import this process's ``__main__``: ``spawn`` runs
+    it again in every child, and under a Prefect worker it is ``prefect.engine`` - all of
+    Prefect, about 80 MB in each worker process that needs none of it."""
+    main = sys.modules["__main__"]
+    spec, file = main.__dict__.get("__spec__"), main.__dict__.get("__file__")
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = spec
+        if file is not None:
+            main.__file__ = file
+
+
 class WorkerPool:
     """``workers`` worker processes fed from one inbox (see the module's docstring).
     Close it (or use it as a context manager) to stop them."""
@@ -159,8 +178,9 @@ class WorkerPool:
                             name=f"scrapersky-worker-{k}", daemon=True)
             for k in range(workers)
         ]
-        for process in self.processes:
-            process.start()
+        with _main_not_imported():
+            for process in self.processes:
+                process.start()
         self._reader = threading.Thread(target=self._read, name="worker-outcomes", daemon=True)
         self._reader.start()
 

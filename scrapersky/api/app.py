@@ -11,8 +11,9 @@ dashboard shows ``detail``); our errors are translated here, at the boundary, by
     malformed JSON            400
     a field out of its bounds 422  (``errors`` lists each one)
     a body over the cap       413  (before it is parsed: body_limit)
+    Busy                      429  (with Retry-After: a crowd is served in turns; nothing recorded)
     SubmitFailed              503  (Prefect could not be asked; the batch is failed, not left pending)
-    the database unreachable  503
+    the database unreachable  503  (also: no pooled connection free in time)
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as NoPooledConnection
 
 from scrapersky.db.engine import REQUEST_COMMAND_TIMEOUT, Database
 
 from scrapersky.errors import (
     AccessError,
+    Busy,
     BatchError,
     BatchIdTaken,
     BatchNotFound,
@@ -47,7 +50,7 @@ from scrapersky.errors import (
 from ..client import DEFAULT_DEPLOYMENT
 from ..settings import Settings, current_settings
 from .auth import Authenticator
-from .batch_page_scraper import Service, router
+from .batch_page_scraper import RETRY_AFTER, Service, router
 from .body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from .health import check_health
 from .legacy import ROUTER_PREFIX
@@ -58,6 +61,7 @@ DEFAULT_WORK_POOL = "scrapersky"
 
 #: Our errors as HTTP statuses; the nearest class in an error's MRO decides.
 HTTP_STATUS: dict[type[ScraperSkyError], int] = {
+    Busy: 429,
     NotAuthenticated: 401,
     WrongTenant: 403,
     AccessError: 403,
@@ -83,7 +87,8 @@ def _status_of(error: ScraperSkyError) -> int:
 
 
 def _refusal(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {"Retry-After": str(RETRY_AFTER)} if (
+        status == 429) else None
     return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status, headers=headers)
 
 
@@ -154,6 +159,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(DBAPIError, _database_down)
     app.add_exception_handler(OSError, _database_down)
+    app.add_exception_handler(NoPooledConnection, _database_down)
     app.add_exception_handler(Exception, _unexpected)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 

@@ -4,7 +4,10 @@ run of the ``batch-scrape`` deployment (``submit_batch``), read from ``batch_job
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Annotated
 from uuid import UUID
 
@@ -13,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from scrapersky.db.batches import recorded_domains
 from scrapersky.db.engine import Database
-from scrapersky.errors import WrongTenant
+from scrapersky.errors import Busy, WrongTenant
 
 from ..batch import utcnow
 from ..client import get_status, submit_batch
@@ -33,7 +36,15 @@ from .legacy import (
     job_status_url,
 )
 
-__all__ = ["Service", "router"]
+__all__ = ["Service", "router", "SUBMISSIONS_AT_ONCE", "ADMISSION_WAIT"]
+
+#: Submissions served at once (each a few statements and one request to the Prefect
+#: API, which answers them one after another); more wait for a turn ...
+SUBMISSIONS_AT_ONCE = 8
+#: ... at most this many seconds, then are answered 429 with Retry-After: a crowd is
+#: served in turns instead of timing out together (a 5xx).
+ADMISSION_WAIT = 5.0
+RETRY_AFTER = 2
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,19 @@ class Service:
     authenticator: Authenticator
     deployment: str
     pool: str
+    turns: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SUBMISSIONS_AT_ONCE))
+
+    @asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """A submission's turn; Busy (429) when none comes within ADMISSION_WAIT seconds."""
+        try:
+            await asyncio.wait_for(self.turns.acquire(), ADMISSION_WAIT)
+        except TimeoutError:
+            raise Busy(f"{SUBMISSIONS_AT_ONCE} submissions are being served: try again in {RETRY_AFTER} s") from None
+        try:
+            yield
+        finally:
+            self.turns.release()
 
 
 def service(request: Request) -> Service:
@@ -82,11 +106,12 @@ async def _submit(service: Service, caller: Caller, domains: list[str], *, tenan
                   batch_id: UUID | None, max_pages: int, max_concurrent: int | None) -> UUID:
     settings = service.settings
     options = settings.batch_options(concurrency=max_concurrent) if max_concurrent is not None else None
-    return await submit_batch(
-        domains, tenant_id, options=options, batch_id=batch_id, deployment=service.deployment,
-        settings=settings, created_by=caller.created_by, extra_options={"max_pages": max_pages},
-        database=service.database,
-    )
+    async with service.admitted():
+        return await submit_batch(
+            domains, tenant_id, options=options, batch_id=batch_id, deployment=service.deployment,
+            settings=settings, created_by=caller.created_by, extra_options={"max_pages": max_pages},
+            database=service.database,
+        )
 
 
 @router.post("/batch", response_model=BatchResponse, summary="Submit a batch of domains")
