@@ -46,7 +46,7 @@ from scrapersky.tasks.scrape import outcome_from_error
 from .fan_out import FanOut
 from .heartbeat import Heartbeat, heartbeat_interval
 from .progress import ProgressRecorder
-from .runs import request_run
+from .runs import ask_for_run
 
 __all__ = ["batch_scrape", "stopping_cancels"]
 
@@ -113,15 +113,11 @@ def _crashed(flow: Flow, flow_run: FlowRun, state: State) -> None:
 
 def _ask_next_run(database: Database, deployment_id: UUID, request: BatchRequest) -> None:
     """Best effort: when Prefect cannot be asked, the recovery resumes the batch."""
-    assert request.batch_id is not None
     try:
-        run = run_coro_as_sync(request_run(deployment_id, request))
+        ask_for_run(database, deployment_id, request)
     except Exception as error:
         get_run_logger().warning("batch %s: its next run could not be asked for (%s): the recovery will resume it",
                                  request.batch_id, type(error).__name__)
-        return
-    database.run(lambda session: batches.note_flow_run(
-        session, batch_id=request.batch_id, flow_run_id=str(run.id), generation=request.generation or 0))
 
 
 def _batch_of(flow_run: FlowRun) -> BatchRequest:

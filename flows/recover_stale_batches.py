@@ -41,7 +41,7 @@ from scrapersky.db.engine import Database
 from scrapersky.settings import current_settings
 
 from .batch_scrape import batch_scrape
-from .runs import DEFAULT_DEPLOYMENT, request_run
+from .runs import DEFAULT_DEPLOYMENT, ask_for_run
 
 __all__ = ["recover_stale_batches", "Decision", "decide", "DEFAULT_MAX_ATTEMPTS"]
 
@@ -144,12 +144,8 @@ def settle(database: Database, batch: Candidate, status: BatchStatus, reason: st
 
 
 @task(name="ask-for-batch-run", cache_policy=NO_CACHE)
-def ask_for_run(database: Database, request: BatchRequest) -> str:
-    run = asyncio.run(request_run(DEFAULT_DEPLOYMENT, request))
-    assert request.batch_id is not None
-    database.run(lambda session: batches.note_flow_run(
-        session, batch_id=request.batch_id, flow_run_id=str(run.id), generation=request.generation or 0))
-    return str(run.id)
+def ask_for_batch_run(database: Database, request: BatchRequest) -> str:
+    return ask_for_run(database, DEFAULT_DEPLOYMENT, request)
 
 
 @flow(name="recover-stale-batches")
@@ -194,7 +190,7 @@ def recover_stale_batches(
             options=BatchOptions.from_stored(batch.options) if batch.options else None,
         )
         if in_deployment:
-            ask_for_run(database, request)  # a run of the batch-scrape deployment: in parallel, as any batch
+            ask_for_batch_run(database, request)  # a run of the batch-scrape deployment: in parallel, as any batch
         else:
             batch_scrape(request, return_state=True)
         summary["resumed"].append(str(batch.batch_id))

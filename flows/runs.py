@@ -15,11 +15,14 @@ from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
+from prefect.utilities.asyncutils import run_coro_as_sync
 
 from scrapersky.batch import BatchRequest
+from scrapersky.db import batches
 from scrapersky.db.batches import run_key
+from scrapersky.db.engine import Database
 
-__all__ = ["DEFAULT_DEPLOYMENT", "RUN_REQUEST_TIMEOUT", "request_run"]
+__all__ = ["DEFAULT_DEPLOYMENT", "RUN_REQUEST_TIMEOUT", "request_run", "ask_for_run"]
 
 #: flow name / deployment name, as in prefect.yaml.
 DEFAULT_DEPLOYMENT = "batch-scrape/batch-scrape"
@@ -49,3 +52,13 @@ async def request_run(
             )
 
     return await asyncio.wait_for(ask(), timeout)
+
+
+def ask_for_run(database: Database, deployment: str | UUID, request: BatchRequest) -> str:
+    """From synchronous code (a hook, a task): a run of the batch asked for, and named on
+    the pending batch as the run that will take it (``note_flow_run``); its id."""
+    assert request.batch_id is not None
+    run = run_coro_as_sync(request_run(deployment, request))
+    database.run(lambda session: batches.note_flow_run(
+        session, batch_id=request.batch_id, flow_run_id=str(run.id), generation=request.generation or 0))
+    return str(run.id)
