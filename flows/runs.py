@@ -22,7 +22,10 @@ from scrapersky.db import batches
 from scrapersky.db.batches import run_key
 from scrapersky.db.engine import Database
 
-__all__ = ["DEFAULT_DEPLOYMENT", "RUN_REQUEST_TIMEOUT", "request_run", "ask_for_run"]
+#: The tag of a run for the express runner (scrapersky/express.py).
+EXPRESS_TAG = "express"
+
+__all__ = ["DEFAULT_DEPLOYMENT", "EXPRESS_TAG", "RUN_REQUEST_TIMEOUT", "request_run", "ask_for_run"]
 
 #: flow name / deployment name, as in prefect.yaml.
 DEFAULT_DEPLOYMENT = "batch-scrape/batch-scrape"
@@ -32,11 +35,12 @@ RUN_REQUEST_TIMEOUT = 10.0
 
 
 async def request_run(
-    deployment: str | UUID, request: BatchRequest, *, timeout: float = RUN_REQUEST_TIMEOUT
+    deployment: str | UUID, request: BatchRequest, *, timeout: float = RUN_REQUEST_TIMEOUT, express: bool = False
 ) -> FlowRun:
     """A flow run of ``deployment`` (its name or id) for the batch of ``request``, which
-    travels by reference (the run reads the batch's recorded domains). Raises what the
-    Prefect client raised, or TimeoutError after ``timeout`` seconds."""
+    travels by reference (the run reads the batch's recorded domains); ``express``: tagged
+    for the express runner (scrapersky/express.py), which starts it at once. Raises what
+    the Prefect client raised, or TimeoutError after ``timeout`` seconds."""
     assert request.batch_id is not None
 
     async def ask() -> FlowRun:
@@ -48,7 +52,7 @@ async def request_run(
                 deployment_id,
                 parameters={"batch": request.model_dump(mode="json", exclude={"domains"})},
                 idempotency_key=run_key(request.batch_id, request.generation or 0),
-                tags=[f"tenant:{request.tenant_id}"],
+                tags=[f"tenant:{request.tenant_id}", *([EXPRESS_TAG] if express else [])],
             )
 
     return await asyncio.wait_for(ask(), timeout)

@@ -473,6 +473,29 @@ def api(
 
 
 @app.command()
+def express(
+    deployment: Annotated[str, typer.Option("--deployment", help="flow/deployment whose express runs to run.")] = "batch-scrape/batch-scrape",
+    slots: Annotated[int, typer.Option("--slots", min=1, max=64, help="Runs at once.")] = 4,
+) -> None:
+    """Run small batches at once: a long-lived runner for the runs tagged express.
+
+    Beside a worker (`up` starts both): it claims each scheduled express run of the
+    deployment within a fraction of a second and runs it in a forked process that has
+    Prefect and the flow imported already. Needs PREFECT_API_URL."""
+    import logging
+
+    from prefect.settings import PREFECT_API_URL
+
+    from .express import run_express
+
+    api_url = PREFECT_API_URL.value()
+    if not api_url:
+        raise _fail("PREFECT_API_URL is not set: the express runner asks the Prefect API for runs")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run_express(api_url, deployment, slots=slots)
+
+
+@app.command()
 def status(
     batch_id: Annotated[UUID, typer.Argument(help="The batch id.")],
     tenant: TenantOption = None,

@@ -79,8 +79,9 @@ async def submit_batch(
     # in the flow-run parameters, which Prefect caps at 512 KiB).
     request = BatchRequest(tenant_id=tenant_id, batch_id=batch_id, options=options,
                            generation=registration.generation)
+    express = len(domains) <= settings.express_max  # a small batch: its run starts at once
     try:
-        run = await _trigger(deployment, request)
+        run = await _trigger(deployment, request, express=express)
         if run.state is not None and run.state.is_final():
             # Prefect handed back this generation's run, and it is over while the batch is
             # not: it died. The batch gets the next generation and a new run.
@@ -89,7 +90,7 @@ async def submit_batch(
                 reason=f"submitted again: its flow run {run.id} is {run.state.type.value.lower()}"))
             if generation is not None:
                 request = request.model_copy(update={"generation": generation})
-                run = await _trigger(deployment, request)
+                run = await _trigger(deployment, request, express=express)
     except Exception as error:
         reason = f"could not start deployment {deployment}: {_reason(error)}"
         if registration.created or registration.reopened:  # this submission answers for the batch

@@ -420,6 +420,7 @@ class Stack:
         self.signals = signals or _Signals()
         self.server: Part | None = None
         self.worker: Part | None = None
+        self.express: Part | None = None
         self.api: Part | None = None
         self.worker_name = ""
         self.restarts: dict[str, deque[float]] = {}
@@ -449,7 +450,7 @@ class Stack:
     @property
     def parts(self) -> list[Part]:
         """In the order they start (and stop in reverse)."""
-        return [part for part in (self.server, self.worker, self.api) if part is not None]
+        return [part for part in (self.server, self.worker, self.express, self.api) if part is not None]
 
     def _start(self, name: str, log_name: str, argv: list[str], env: dict[str, str] | None = None) -> Part:
         """Start a part (from the main thread: ``tied_command``); a restarted part logs
@@ -493,6 +494,7 @@ class Stack:
             self._start_server(http)
             self._deploy_all()
             self._start_worker()
+            self._start_express()
             self._start_api(http)
         finally:
             http.close()
@@ -558,6 +560,16 @@ class Stack:
         self.worker_name = name
         self._wait(worker, lambda: asyncio.run(self._worker_online(name)), PART_TIMEOUT)
         self._ask_for_recovery()
+
+    def _start_express(self) -> None:
+        """The express runner (small batches' runs start at once: scrapersky/express.py),
+        unless SCRAPERSKY_EXPRESS_MAX is 0; ready when it says it looks for runs."""
+        if self.env.get("SCRAPERSKY_EXPRESS_MAX", "").strip() == "0":
+            return
+        self.say("starting the express runner (batches of a few domains start at once)")
+        express = self.express = self._start("express runner", "express", [
+            sys.executable, "-m", "scrapersky.cli", "express"])
+        self._wait(express, lambda: "express runner:" in express.log.read_text(errors="replace"), PART_TIMEOUT)
 
     def _ask_for_recovery(self) -> None:
         """One run of the recovery deployment now: the batches a stop or a crash left
@@ -637,12 +649,15 @@ class Stack:
                     stop_tree(left, STOP_GRACE)
                 self._start_worker()
                 self.say(f"the worker is online again as {self.worker_name}")
+            elif part is self.express:
+                self._start_express()
+                self.say("the express runner looks for runs again")
             else:
                 with httpx.Client(trust_env=False, timeout=3.0) as http:
                     self._start_api(http)
                 self.say("the API is healthy again")
         except StackError:
-            started = self.worker if part is self.worker else self.api
+            started = {id(self.worker): self.worker, id(self.express): self.express}.get(id(part), self.api)
             if (self.server is not None and self.server.died()) or started is part \
                     or started is None or started.process.poll() is None:
                 raise  # the server died, or the new one is not healthy in time
@@ -687,30 +702,27 @@ class Stack:
                      f"{STOP_GRACE:.0f} s, then the server)")
 
     def _stop_worker(self) -> None:
-        """The worker is frozen first (SIGSTOP): it takes no new run meanwhile, and does
-        not stop its flow runs itself, as a Prefect worker does when it stops: at once,
-        before they could release their batches. Its flow runs (and those of a worker
-        that died) get SIGTERM and ``STOP_GRACE``; then the worker gets SIGTERM, is let
-        go on (SIGCONT: the SIGTERM comes first) and has ``WORKER_STOP_TIMEOUT``."""
-        worker = self.worker
-        frozen = worker is not None and worker.process.poll() is None
-        if frozen:
-            os.kill(worker.process.pid, signal.SIGSTOP)
+        """The worker and the express runner are frozen first (SIGSTOP): they take no new
+        run meanwhile, and do not stop their flow runs themselves, as a Prefect worker does
+        when it stops: at once, before they could release their batches. Their flow runs
+        (and those of a worker that died) get SIGTERM and ``STOP_GRACE``; then each gets
+        SIGTERM, is let go on (SIGCONT: the SIGTERM comes first) and has
+        ``WORKER_STOP_TIMEOUT``."""
+        takers = [part for part in (self.worker, self.express) if part is not None and part.process.poll() is None]
+        for part in takers:
+            os.kill(part.process.pid, signal.SIGSTOP)
         runs = self._orphans()
-        if worker is not None:
-            runs |= {pid: start for pid, start in process_tree(worker.process.pid).items()
-                     if pid != worker.process.pid}
+        for part in takers:
+            runs |= {pid: start for pid, start in process_tree(part.process.pid).items() if pid != part.process.pid}
         if runs:
             self.say(f"stopping the worker's flow runs ({len(runs)} process(es)): they save what they know and "
                      f"release their batches, within {STOP_GRACE:.0f} s")
             stop_tree(runs, STOP_GRACE, waiting=self._say_noted)
-        if worker is None:
-            return
-        if frozen:
-            os.kill(worker.process.pid, signal.SIGTERM)
-            os.kill(worker.process.pid, signal.SIGCONT)
-        stop_tree(process_tree(worker.process.pid), WORKER_STOP_TIMEOUT, root=worker.process,
-                  signalled=frozenset({worker.process.pid}) if frozen else frozenset(), waiting=self._say_noted)
+        for part in takers:
+            os.kill(part.process.pid, signal.SIGTERM)
+            os.kill(part.process.pid, signal.SIGCONT)
+            stop_tree(process_tree(part.process.pid), WORKER_STOP_TIMEOUT, root=part.process,
+                      signalled=frozenset({part.process.pid}), waiting=self._say_noted)
 
     def stop(self) -> None:
         """The API (no new batches), then the worker's flow runs and any orphan

@@ -86,8 +86,8 @@ def test_a_submission_answered_503_stays_failed_when_its_run_starts_late(
 
     created: list[str] = []
 
-    async def created_but_the_answer_is_lost(deployment, request):
-        run = await request_run(deployment, request)  # Prefect made the run ...
+    async def created_but_the_answer_is_lost(deployment, request, **lane):
+        run = await request_run(deployment, request, **lane)  # Prefect made the run ...
         created.append(str(run.id))
         raise TimeoutError  # ... but its answer came too late
 

@@ -110,7 +110,7 @@ def test_a_resubmission_whose_trigger_fails_never_fails_the_batch(
     import scrapersky.client
     from scrapersky.client import submit_batch
 
-    async def unreachable(deployment, request):
+    async def unreachable(deployment, request, **lane):
         raise RuntimeError("Prefect API unreachable")
 
     monkeypatch.setattr(scrapersky.client, "_trigger", unreachable)
@@ -134,7 +134,7 @@ def test_a_resubmission_whose_trigger_fails_never_fails_the_batch(
     # The submission that created the row, adopted by a run before the trigger failed: not failed.
     adopted = uuid.uuid4()
 
-    async def adopt_then_fail(deployment, request):
+    async def adopt_then_fail(deployment, request, **lane):
         await open_(database, new_batch(adopted), flow_run_id="an-adopting-run")
         raise RuntimeError("Prefect API unreachable")
 
