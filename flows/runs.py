@@ -22,10 +22,12 @@ from scrapersky.db import batches
 from scrapersky.db.batches import run_key
 from scrapersky.db.engine import Database
 
-#: The tag of a run for the express runner (scrapersky/express.py).
-EXPRESS_TAG = "express"
+#: The work queue (and tag) of a run for the express runner (scrapersky/express.py): a
+#: queue of the deployment's pool that ``up``'s worker leaves to it (a worker started on
+#: the whole pool takes these runs too, when no express runner is up).
+EXPRESS_QUEUE = EXPRESS_TAG = "express"
 
-__all__ = ["DEFAULT_DEPLOYMENT", "EXPRESS_TAG", "RUN_REQUEST_TIMEOUT", "request_run", "ask_for_run"]
+__all__ = ["DEFAULT_DEPLOYMENT", "EXPRESS_QUEUE", "EXPRESS_TAG", "RUN_REQUEST_TIMEOUT", "request_run", "ask_for_run"]
 
 #: flow name / deployment name, as in prefect.yaml.
 DEFAULT_DEPLOYMENT = "batch-scrape/batch-scrape"
@@ -38,8 +40,8 @@ async def request_run(
     deployment: str | UUID, request: BatchRequest, *, timeout: float = RUN_REQUEST_TIMEOUT, express: bool = False
 ) -> FlowRun:
     """A flow run of ``deployment`` (its name or id) for the batch of ``request``, which
-    travels by reference (the run reads the batch's recorded domains); ``express``: tagged
-    for the express runner (scrapersky/express.py), which starts it at once. Raises what
+    travels by reference (the run reads the batch's recorded domains); ``express``: in the
+    express runner's queue (scrapersky/express.py), which starts it at once. Raises what
     the Prefect client raised, or TimeoutError after ``timeout`` seconds."""
     assert request.batch_id is not None
 
@@ -53,6 +55,7 @@ async def request_run(
                 parameters={"batch": request.model_dump(mode="json", exclude={"domains"})},
                 idempotency_key=run_key(request.batch_id, request.generation or 0),
                 tags=[f"tenant:{request.tenant_id}", *([EXPRESS_TAG] if express else [])],
+                work_queue_name=EXPRESS_QUEUE if express else None,
             )
 
     return await asyncio.wait_for(ask(), timeout)

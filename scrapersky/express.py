@@ -4,8 +4,8 @@ A Prefect worker looks for runs every few seconds, then starts each one in a new
 process that imports Prefect and the flow again: seconds of a small batch's life, where
 the fetching takes a fraction of one. The express runner is a long-lived process that has
 imported them once. It asks the Prefect API for scheduled runs of the ``batch-scrape``
-deployment tagged ``express`` (``submit_batch`` tags batches of at most
-``SCRAPERSKY_EXPRESS_MAX`` domains) every ``POLL_SECONDS``, claims each one as a worker
+deployment in the pool's ``express`` queue (``submit_batch`` puts batches of at most
+``SCRAPERSKY_EXPRESS_MAX`` domains there) every ``POLL_SECONDS``, claims each one as a worker
 does (``Pending``, through Prefect's orchestration: the deployment's concurrency limit
 holds), and forks: the child runs the flow run as ``python -m prefect.engine`` would,
 with everything already imported. Every batch is still a flow run of the deployment, in
@@ -21,8 +21,9 @@ worker.
   save what they know and release their batches) and waits ``STOP_GRACE`` seconds for
   them.
 
-The express deployment's runs are in the worker's pool too: when no express runner is
-up, the worker takes them, at its own pace. The runner itself talks to Prefect over
+The express queue is in the worker's pool: ``up`` starts its worker on the ``default``
+queue only, and a worker started on the whole pool takes express runs too, at its own
+pace, when no express runner is up. The runner itself talks to Prefect over
 plain HTTP and starts no thread: a process that forks must not have any.
 """
 
@@ -35,13 +36,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 
-__all__ = ["EXPRESS_TAG", "POLL_SECONDS", "ExpressRunner", "run_express"]
+from scrapersky.flows.runs import EXPRESS_QUEUE
 
-from scrapersky.flows.runs import EXPRESS_TAG
+__all__ = ["POLL_SECONDS", "ExpressRunner", "run_express"]
+
 #: Seconds between two looks for scheduled runs (each one small query to the Prefect API).
 POLL_SECONDS = 0.2
 #: Seconds between two looks at the states of the runs in flight (for a cancellation).
@@ -95,7 +96,7 @@ class ExpressRunner:
         found = self.http.post("flow_runs/filter", json={
             "flow_runs": {
                 "state": {"type": {"any_": ["SCHEDULED"]}},
-                "tags": {"all_": [EXPRESS_TAG]},
+                "work_queue_name": {"any_": [EXPRESS_QUEUE]},
                 "next_scheduled_start_time": {"before_": datetime.now(UTC).isoformat()},
             },
             "deployments": {"id": {"any_": [deployment_id]}},
@@ -124,8 +125,8 @@ class ExpressRunner:
         """Until SIGTERM or SIGINT; then the runs in flight are stopped (``stop``)."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop_asked)
-        logger.info("express runner: runs of %s tagged %r, %d at once, a look every %.1f s",
-                    self.deployment, EXPRESS_TAG, self.slots, self.poll)
+        logger.info("express runner: runs of %s in its queue %r, %d at once, a look every %.1f s",
+                    self.deployment, EXPRESS_QUEUE, self.slots, self.poll)
         while not self.stopping:
             try:
                 self.step()

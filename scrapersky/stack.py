@@ -556,15 +556,19 @@ class Stack:
         self.say(f"starting the worker {name}")
         worker = self.worker = self._start("worker", "worker", [
             sys.executable, "-m", "prefect", "worker", "start", "--pool", config.work_pool, "--type", "process",
-            "--name", name])
+            "--name", name, *([] if self.express_off else ["--work-queue", "default"])])
         self.worker_name = name
         self._wait(worker, lambda: asyncio.run(self._worker_online(name)), PART_TIMEOUT)
         self._ask_for_recovery()
 
+    @property
+    def express_off(self) -> bool:
+        return self.env.get("SCRAPERSKY_EXPRESS_MAX", "").strip() == "0"
+
     def _start_express(self) -> None:
         """The express runner (small batches' runs start at once: scrapersky/express.py),
         unless SCRAPERSKY_EXPRESS_MAX is 0; ready when it says it looks for runs."""
-        if self.env.get("SCRAPERSKY_EXPRESS_MAX", "").strip() == "0":
+        if self.express_off:
             return
         self.say("starting the express runner (batches of a few domains start at once)")
         express = self.express = self._start("express runner", "express", [

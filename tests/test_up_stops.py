@@ -34,8 +34,11 @@ SLOW_LATENCY = 1.5  # s before each site-<i> page of the farm
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory, prefect_postgres_template: str) -> Iterator[Up]:
+    # Batches of more than 10 domains go to the worker (smaller ones to the express
+    # runner, whose stops tests/test_express.py tries): these tests are the worker's.
     with Farm(latency=SLOW_LATENCY) as farm, running_up(tmp_path_factory.mktemp("up-stops"),
-                                                        prefect_postgres_template, farm) as stack:
+                                                        prefect_postgres_template, farm,
+                                                        SCRAPERSKY_EXPRESS_MAX="10") as stack:
         yield stack
 
 
