@@ -492,6 +492,7 @@ def express(
     if not api_url:
         raise _fail("PREFECT_API_URL is not set: the express runner asks the Prefect API for runs")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line for each look
     run_express(api_url, deployment, slots=slots)
 
 
