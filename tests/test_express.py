@@ -85,6 +85,14 @@ def _prefect_run(up: Up, flow_run_id: str) -> dict:
         return found.json()
 
 
+def _runner(up: Up) -> psutil.Process:
+    """The express runner (its forked runs have the same command line: it is the one
+    `up` started)."""
+    found = [p for p in psutil.Process(up.process.pid).children() if "scrapersky.cli express" in " ".join(p.cmdline())]
+    assert len(found) == 1, found
+    return found[0]
+
+
 def _under_way(up: Up, api: httpx.Client, domains: list[str], done: int = 2) -> tuple[str, psutil.Process]:
     """A batch of slow domains submitted and ``done`` of them known; its batch id and
     the process the express runner forked for its run."""
@@ -95,7 +103,7 @@ def _under_way(up: Up, api: httpx.Client, domains: list[str], done: int = 2) -> 
     while api.get(f"/batch/{batch_id}/status").json()["completed_domains"] < done:
         assert time.monotonic() < deadline, f"batch not under way after 60 s\n{up.logs()}"
         time.sleep(0.2)
-    runs = up.part("scrapersky.cli express").children()
+    runs = _runner(up).children()
     assert len(runs) == 1, runs
     return batch_id, runs[0]
 
@@ -121,7 +129,7 @@ def test_an_express_runner_stopped_alone_releases_its_batch_and_up_starts_it_aga
     domains = [f"site-{i}.test" for i in range(300, 308)]
     with up.api() as api:
         batch_id, _ = _under_way(up, api, domains)
-        runner = up.part("scrapersky.cli express")
+        runner = _runner(up)
         runner.send_signal(signal.SIGTERM)
         runner.wait(timeout=30)
         final = up.wait_final(api, batch_id, timeout=120)
@@ -131,7 +139,7 @@ def test_an_express_runner_stopped_alone_releases_its_batch_and_up_starts_it_aga
     while "the express runner looks for runs again" not in up.err.read_text():
         assert time.monotonic() < deadline, up.err.read_text()
         time.sleep(0.5)
-    assert up.part("scrapersky.cli express").pid != runner.pid
+    assert _runner(up).pid != runner.pid
 
 
 @pytest.mark.skipif(LANE != "express", reason="the express runner is off")
