@@ -22,7 +22,6 @@ import signal
 import statistics
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 
 import httpx
@@ -120,7 +119,8 @@ def test_a_killed_express_run_is_crashed_and_its_batch_completes(up: Up) -> None
     assert _prefect_run(up, first)["state"]["type"] == "CRASHED"
     assert final["metadata"]["flow_run_id"] != first
     # What the killed run saved was not fetched again (its last one, at most, in flight).
-    assert sorted(Counter(up.farm.hits[d] for d in domains).values())[:-1] == [1] * (len(domains) - 1)
+    hits = [up.farm.hits[d] for d in domains]
+    assert min(hits) == 1 and sum(hits) - len(domains) <= 1, hits
     assert "crashed" in (up.home / "scrapersky-up" / "express.log").read_text()
 
 
