@@ -113,6 +113,11 @@ class ExpressRunner:
         answer.raise_for_status()
         return answer.json().get("status") == "ACCEPT"
 
+    def _set(self, flow_run_id: str, state_type: str, name: str, message: str) -> None:
+        """Set a state Prefect's rules would refuse (a cancelled run that its engine called crashed)."""
+        self.http.post(f"flow_runs/{flow_run_id}/set_state", json={
+            "state": {"type": state_type, "name": name, "message": message}, "force": True}).raise_for_status()
+
     def _states(self, flow_run_ids: list[str]) -> dict[str, str]:
         found = self.http.post("flow_runs/filter", json={
             "flow_runs": {"id": {"any_": flow_run_ids}}, "limit": len(flow_run_ids)})
@@ -178,10 +183,12 @@ class ExpressRunner:
     def _settle(self, run: _Run, code: int) -> None:
         """A run's process exited: a run it left unfinished is ended as a worker ends one."""
         state = self._states([run.flow_run_id]).get(run.flow_run_id, "")
-        if state in _FINAL:
+        if run.cancelling or state == "CANCELLING":
+            # Its engine, stopped by SIGTERM, may have called the run crashed: it was cancelled.
+            if state != "CANCELLED":
+                self._set(run.flow_run_id, "CANCELLED", "Cancelled", "cancelled: its process was stopped")
             return
-        if state == "CANCELLING" or run.cancelling:
-            self._propose(run.flow_run_id, "CANCELLED", "Cancelled", "cancelled: its process was stopped")
+        if state in _FINAL:
             return
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         logger.warning("express runner: flow run %s's process exited (%s) while the run was %s: crashed",
