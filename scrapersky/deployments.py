@@ -68,20 +68,27 @@ def deployments(work_pool: str = WORK_POOL) -> list[RunnerDeployment]:
 
 async def ensure_work_pool(client, name: str = WORK_POOL) -> bool:
     """Create the process work pool unless it exists (an operator's edits to an existing
-    pool are kept); True when it was created."""
+    pool are kept), and its express queue (scrapersky/express.py); True when the pool
+    was created."""
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
     from prefect.workers.process import ProcessWorker
 
+    from scrapersky.flows.runs import EXPRESS_QUEUE
+
+    created = False
     try:
         await client.read_work_pool(name)
-        return False
     except ObjectNotFound:
+        await client.create_work_pool(WorkPoolCreate(
+            name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template(),
+        ))
+        created = True
+    try:
+        await client.create_work_queue(name=EXPRESS_QUEUE, work_pool_name=name)
+    except ObjectAlreadyExists:
         pass
-    await client.create_work_pool(WorkPoolCreate(
-        name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template(),
-    ))
-    return True
+    return created
 
 
 async def apply_deployments(built: list[RunnerDeployment]) -> dict[str, UUID]:

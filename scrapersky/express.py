@@ -86,8 +86,18 @@ class ExpressRunner:
             if found.status_code == 404:
                 return None
             found.raise_for_status()
-            self.deployment_id = found.json()["id"]
+            deployment = found.json()
+            self._ensure_queue(deployment.get("work_pool_name"))
+            self.deployment_id = deployment["id"]
         return self.deployment_id
+
+    def _ensure_queue(self, pool: str | None) -> None:
+        """The express queue, made before any run asks for it (Prefect makes a missing one
+        on a run's creation, and concurrent creations collide)."""
+        if pool:
+            made = self.http.post(f"work_pools/{pool}/queues", json={"name": EXPRESS_QUEUE})
+            if made.status_code != 409:  # 409: it is there already
+                made.raise_for_status()
 
     def _scheduled(self, limit: int) -> list[str]:
         deployment_id = self._deployment_id()
