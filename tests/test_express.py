@@ -5,7 +5,8 @@ worker's run does.
 - From ``POST /batch`` of 5 fast farm domains to the status that says ``completed``:
   the median of 5 after one warm-up (the old dashboard's case: a handful of domains,
   polled). ``SMALL_BATCH_LANE=worker`` measures the worker's lane instead (the express
-  runner off: a worker's poll and a new process are what a batch waits for), and
+  runner off: a worker's poll and a new process are what a batch waits for),
+  ``SMALL_BATCH_WORKER_POLL`` the worker's seconds between looks for runs, and
   ``SMALL_BATCH_RUNS`` the number of runs.
 - The run's process killed (SIGKILL): the run is Crashed, its batch released and run
   again to its end, nothing saved fetched twice.
@@ -42,6 +43,8 @@ SLOW_LATENCY = 1.0  # s before each site-<i> page of the farm
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory, prefect_postgres_template: str) -> Iterator[Up]:
     env = {"SCRAPERSKY_EXPRESS_MAX": "0"} if LANE == "worker" else {}
+    if "SMALL_BATCH_WORKER_POLL" in os.environ:  # the worker's look for runs, every so many seconds
+        env["PREFECT_WORKER_QUERY_SECONDS"] = os.environ["SMALL_BATCH_WORKER_POLL"]
     with Farm(latency=SLOW_LATENCY) as farm, running_up(tmp_path_factory.mktemp("up-express"),
                                                         prefect_postgres_template, farm, **env) as stack:
         yield stack
