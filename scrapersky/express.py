@@ -163,6 +163,8 @@ class ExpressRunner:
         free = self.slots - len(self.runs)
         if free <= 0 or self.stopping:
             return
+        if threading.active_count() != 1:  # a fork copies locks that other threads hold
+            raise RuntimeError("the express runner has threads: it cannot fork safely")
         for flow_run_id in self._scheduled(free):
             if self.stopping:
                 return
@@ -170,9 +172,12 @@ class ExpressRunner:
                 self._start(flow_run_id)
 
     def _start(self, flow_run_id: str) -> None:
-        if threading.active_count() != 1:  # a fork copies locks that other threads hold
-            raise RuntimeError("the express runner has threads: it cannot fork safely")
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as error:  # no memory, no process left: the run goes back to be taken
+            logger.error("express runner: cannot start flow run %s (%s): it is scheduled again", flow_run_id, error)
+            self._set(flow_run_id, "SCHEDULED", "Scheduled", f"the express runner could not start it ({error})")
+            return
         if pid == 0:
             _run_in_child(flow_run_id)  # never returns
         self.runs[pid] = _Run(flow_run_id, pid)
