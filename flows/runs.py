@@ -47,15 +47,18 @@ async def request_run(
 
     async def ask() -> FlowRun:
         async with get_client() as client:
-            deployment_id = (
-                deployment if isinstance(deployment, UUID) else (await client.read_deployment_by_name(deployment)).id
-            )
+            if isinstance(deployment, UUID):
+                deployment_id, pooled = deployment, False
+            else:
+                found = await client.read_deployment_by_name(deployment)
+                deployment_id, pooled = found.id, found.work_pool_name is not None
+            lane = express and pooled  # a queue is a work pool's: a deployment served otherwise has none
             return await client.create_flow_run_from_deployment(
                 deployment_id,
                 parameters={"batch": request.model_dump(mode="json", exclude={"domains"})},
                 idempotency_key=run_key(request.batch_id, request.generation or 0),
-                tags=[f"tenant:{request.tenant_id}", *([EXPRESS_TAG] if express else [])],
-                work_queue_name=EXPRESS_QUEUE if express else None,
+                tags=[f"tenant:{request.tenant_id}", *([EXPRESS_TAG] if lane else [])],
+                work_queue_name=EXPRESS_QUEUE if lane else None,
             )
 
     return await asyncio.wait_for(ask(), timeout)
