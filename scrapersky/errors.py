@@ -26,9 +26,12 @@
     |   +-- SubmitFailed                 submit_failed (Prefect could not be asked to run it)
     |       +-- BatchIdTaken             batch_id_taken (another tenant's batch has that id)
     +-- Busy                             busy                 too many submissions at once: try again (429)
+    |   +-- RateLimited                  rate_limited         this caller sent too many requests: try again (429)
     +-- AccessError                      the caller may not do this (the HTTP API's refusals)
     |   +-- NotAuthenticated             not_authenticated    no token, or one not accepted
     |   +-- WrongTenant                  wrong_tenant         asks for another tenant than the token's
+    |   +-- NoTenant                     no_tenant            a JWT that names no tenant in a trusted claim
+    |   +-- RoleNotAllowed               role_not_allowed     a JWT whose role is not accepted (anon, none)
     +-- ConfigError                      config_error         a setting cannot be used
     +-- SchemaMismatch                   schema_mismatch      the live tables do not fit the code
 
@@ -67,9 +70,12 @@ __all__ = [
     "SubmitFailed",
     "BatchIdTaken",
     "Busy",
+    "RateLimited",
     "AccessError",
     "NotAuthenticated",
     "WrongTenant",
+    "NoTenant",
+    "RoleNotAllowed",
     "ConfigError",
     "SchemaMismatch",
     "TRANSIENT_HTTP_STATUSES",
@@ -279,6 +285,17 @@ class Busy(ScraperSkyError):
     error_type = "busy"
 
 
+class RateLimited(Busy):
+    """This caller sent more requests than its rate allows: try again after
+    ``retry_after`` seconds (HTTP 429 with Retry-After)."""
+
+    error_type = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class AccessError(ScraperSkyError):
     """The caller may not do this."""
 
@@ -295,6 +312,19 @@ class WrongTenant(AccessError):
     """The request names a tenant other than the one its token is bound to."""
 
     error_type = "wrong_tenant"
+
+
+class NoTenant(AccessError):
+    """A valid JWT that names no tenant in a claim the service sets, and whose role is
+    not mapped to one by the operator."""
+
+    error_type = "no_tenant"
+
+
+class RoleNotAllowed(AccessError):
+    """A valid JWT whose ``role`` is not one the service accepts (an anon key, no role)."""
+
+    error_type = "role_not_allowed"
 
 
 class ConfigError(ScraperSkyError):

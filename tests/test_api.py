@@ -136,7 +136,7 @@ def dead_url() -> str:
 def a_jwt(*, sub: uuid.UUID | None = None, tenant: uuid.UUID | None = None, secret: str = JWT_SECRET,
           expires_in: float = 600, **claims: Any) -> str:
     payload: dict[str, Any] = {"exp": datetime.now(UTC) + timedelta(seconds=expires_in), "role": "authenticated",
-                               **claims}
+                               "aud": "authenticated", **claims}
     if sub is not None:
         payload["sub"] = str(sub)
     if tenant is not None:
@@ -275,7 +275,7 @@ def test_no_token_or_a_bad_one_is_401(api: Api) -> None:
         "unknown token": {"Authorization": "Bearer not-a-known-token"},
         "a token one character short": {"Authorization": f"Bearer {TOKEN_A[:-1]}"},
         "wrong secret": {"Authorization": f"Bearer {a_jwt(sub=uuid.uuid4(), secret='not-the-secret-but-as-long-as-one-should-be')}"},
-        "expired": {"Authorization": f"Bearer {a_jwt(sub=uuid.uuid4(), expires_in=-60)}"},
+        "expired": {"Authorization": f"Bearer {a_jwt(sub=uuid.uuid4(), expires_in=-90)}"},  # past the leeway
         "no exp": {"Authorization": "Bearer " + jwt.encode({"sub": str(uuid.uuid4())}, JWT_SECRET, algorithm="HS256")},
         "alg none": {"Authorization": "Bearer " + jwt.encode({"sub": str(uuid.uuid4()), "exp": time.time() + 600},
                                                              None, algorithm="none")},
@@ -294,7 +294,7 @@ def test_no_token_or_a_bad_one_is_401(api: Api) -> None:
     assert "no bearer token" in reasons["no header"]
     # The valid tokens of the same shapes are accepted (the test can fail the other way).
     assert api.call("GET", path, token=TOKEN_A).status_code == 404
-    assert api.call("GET", path, token=a_jwt(sub=uuid.uuid4())).status_code == 404
+    assert api.call("GET", path, token=a_jwt(sub=uuid.uuid4(), tenant=TENANT_A)).status_code == 404
 
 
 def test_bad_input_is_refused_and_leaves_no_batch(api: Api, stack: Stack) -> None:

@@ -93,7 +93,10 @@ def _refusal(status: int, error: str, detail: str, **extra: Any) -> JSONResponse
 
 
 async def _our_error(request: Request, error: ScraperSkyError) -> JSONResponse:
-    return _refusal(_status_of(error), error.error_type, str(error))
+    response = _refusal(_status_of(error), error.error_type, str(error))
+    if isinstance(retry_after := getattr(error, "retry_after", None), int):  # RateLimited's own wait
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def _where(loc: tuple[Any, ...]) -> str:

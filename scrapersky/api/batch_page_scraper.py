@@ -86,7 +86,10 @@ def current_caller(
     _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     service: Annotated[Service, Depends(service)],
 ) -> Caller:
-    return service.authenticator.caller(request.headers.get("authorization"))
+    """The request's caller, once its token is accepted and its rate allows (RateLimited: 429)."""
+    caller = service.authenticator.caller(request.headers.get("authorization"))
+    service.authenticator.rate_limit.take(caller.rate_key)
+    return caller
 
 
 ServiceDep = Annotated[Service, Depends(service)]
