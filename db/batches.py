@@ -321,14 +321,20 @@ class Registration:
     reopened: bool = False  # it had ended failed or cancelled: this submission runs it again
 
 
-async def register_batch(session: AsyncSession, batch: NewBatch, *, schema: SchemaReport) -> Registration:
-    """Create a batch ``pending``, its domains recorded, before any run picks it up.
+async def register_batch(
+    session: AsyncSession, batch: NewBatch, *, schema: SchemaReport, rejected: Iterable[DomainOutcome] = ()
+) -> Registration:
+    """Create a batch ``pending``, its domains recorded, before any run picks it up;
+    ``rejected``, the outcomes of its invalid entries (failed with the reason found in
+    each entry as it was sent), are recorded with it.
 
-    The tenant's batch submitted again: one that runs or waits to is the same batch (and
-    the same run); one that ended ``failed`` or ``cancelled`` is opened again (``pending``,
-    a new run: a resubmission is the decision to try again); one that ended with its
-    outcomes (``completed``, ``partial``) is left as it is. Another tenant's batch id is
-    refused. Concurrent registrations of one id make one row.
+    The tenant's batch submitted again with its own domains (or some of them): one that
+    runs or waits to is the same batch (and the same run); one that ended ``failed`` or
+    ``cancelled`` is opened again (``pending``, a new run: a resubmission is the decision
+    to try again); one that ended with its outcomes (``completed``, ``partial``) is left as
+    it is. With domains it does not have, it is refused (BatchFinished when it ended,
+    BatchAlreadyRunning while it waits or runs): a batch is not grown once submitted.
+    Another tenant's batch id is refused. Concurrent registrations of one id make one row.
     """
     await _claim(session, batch.batch_id)
     row = await _lock(session, batch.batch_id)
@@ -336,6 +342,7 @@ async def register_batch(session: AsyncSession, batch: NewBatch, *, schema: Sche
         if row.tenant_id != batch.tenant_id:
             raise BatchIdTaken(f"batch id {batch.batch_id} is taken: choose another one")
         status = _status(row)
+        await _refuse_new_domains(session, row, batch.domains)
         if status in (BatchStatus.FAILED, BatchStatus.CANCELLED):
             metadata = dict(row.batch_metadata or {})
             metadata.pop(OWNER_KEY, None)
@@ -352,7 +359,29 @@ async def register_batch(session: AsyncSession, batch: NewBatch, *, schema: Sche
     row.options = batch.options
     row.total_domains = len(batch.domains)
     await _record_domains(session, batch.batch_id, batch.domains)
+    rejected = list(rejected)
+    await _upsert_results(session, batch.batch_id, rejected)
+    row.failed_domains = len(rejected)
+    row.progress = _progress(len(rejected), row.total_domains)
     return Registration(True, 0)
+
+
+async def _refuse_new_domains(session: AsyncSession, row: BatchJob, domains: Iterable[str]) -> None:
+    """BatchFinished (it ended) or BatchAlreadyRunning (it waits or runs) when ``domains``
+    names one the batch does not have."""
+    known = set(_entries(row.batch_metadata or {})) | set(await session.scalars(
+        select(DomainResult.domain).where(DomainResult.batch_id == row.batch_id)))
+    new = [domain for domain in domains if domain not in known]
+    if not new:
+        return
+    status = _status(row) or row.status
+    shown = ", ".join(new[:3]) + (f" (+{len(new) - 3} more)" if len(new) > 3 else "")
+    refusal = BatchFinished if isinstance(status, BatchStatus) and status.is_final else BatchAlreadyRunning
+    raise refusal(
+        f"batch {row.batch_id} is {status} with {len(known)} domains; {shown} not among them: a batch is not "
+        "grown once submitted, submit them as a new batch (the same domains again, or some of them, are the "
+        "same batch)"
+    )
 
 
 async def recorded_domains(session: AsyncSession, batch_id: UUID, tenant_id: UUID) -> list[str]:

@@ -173,13 +173,13 @@ def batch_scrape(batch: BatchRequest) -> BatchStatus | State:
                 for outcome in outcomes:
                     progress(outcome)
         except (TerminationSignal, KeyboardInterrupt) as stop:
-            _stopped(database, batch, batch_id, flow_run_id, _rejected(plan) + progress.unsaved(), stop)
+            _stopped(database, batch, batch_id, flow_run_id, _rejected(plan, already_done) + progress.unsaved(), stop)
             raise
     status = persist_batch(
         database, batch_id=batch_id, tenant_id=batch.tenant_id, flow_run_id=flow_run_id,
         # Plain data, thousands of nested dicts: quoted, Prefect does not walk it looking
         # for futures (that walk cost about 1 ms of CPU a domain, each save included).
-        outcomes=quote(_rejected(plan) + progress.unsaved()),
+        outcomes=quote(_rejected(plan, already_done) + progress.unsaved()),
     )
     progress.publish_summary(status, skipped=len(already_done))
 
@@ -241,5 +241,7 @@ def _cancel_asked(flow_run_id: str) -> bool:
         return False
 
 
-def _rejected(plan: DomainPlan) -> list[DomainOutcome]:
-    return [outcome_from_error(entry, error) for entry, error in plan.invalid.items()]
+def _rejected(plan: DomainPlan, recorded: set[str]) -> list[DomainOutcome]:
+    """The invalid entries' outcomes, but those recorded already (at registration, with
+    the reason found in the entry as it was sent)."""
+    return [outcome_from_error(entry, error) for entry, error in plan.invalid.items() if entry not in recorded]

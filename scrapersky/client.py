@@ -37,7 +37,7 @@ from scrapersky.db.engine import Database
 from scrapersky.flows.runs import DEFAULT_DEPLOYMENT, RUN_REQUEST_TIMEOUT, request_run
 
 from .batch import DEFAULT_TENANT_ID, BatchOptions, BatchRequest
-from .domains import plan_domains
+from .domains import plan_domains_in_turns
 from .errors import ConfigError, SubmitFailed
 from .settings import Settings, current_settings
 
@@ -98,7 +98,7 @@ async def submit_batch(
                 session, batch_id=batch_id, tenant_id=tenant_id, error=reason))
         else:
             reason += f" (batch {batch_id} existed already and is left as it is)"
-        raise SubmitFailed(reason) from None
+        raise SubmitFailed(reason, batch_id=batch_id) from None
 
     await database.call(lambda session: batches.note_flow_run(
         session, batch_id=batch_id, flow_run_id=str(run.id), generation=request.generation or 0))
@@ -145,17 +145,20 @@ async def register_batch(
     database: Database | None = None,
 ) -> Registration:
     """Record the batch ``pending`` with its domains, for a run to pick up by reference
-    (``BatchRequest(batch_id=...)`` without domains); what was found
-    (``scrapersky.db.batches.register_batch``); SubmitFailed for another tenant's id."""
+    (``BatchRequest(batch_id=...)`` without domains), and each invalid entry failed with
+    its reason; what was found (``scrapersky.db.batches.register_batch``);
+    SubmitFailed for another tenant's id. The entries are normalised a few at a time
+    (``plan_domains_in_turns``): a large batch does not hold up the caller's event loop."""
     settings = settings or current_settings()
     database = database or settings.database()
-    plan = plan_domains(domains, max_batch_size=settings.max_batch_size)
+    plan = await plan_domains_in_turns(domains, max_batch_size=settings.max_batch_size)
     await database.prepare()
     batch = NewBatch.of(batch_id, tenant_id, plan, options or settings.batch_options(),
                         created_by=created_by, extra_options=extra_options)
 
     async def register(session):
-        return await batches.register_batch(session, batch, schema=await database.checked_schema(session))
+        return await batches.register_batch(session, batch, schema=await database.checked_schema(session),
+                                            rejected=plan.rejected())
 
     return await database.call(register)
 

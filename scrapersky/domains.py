@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -9,9 +10,10 @@ from urllib.parse import urlsplit
 
 import idna
 
+from .batch import DomainOutcome, DomainStatus, utcnow
 from .errors import BatchTooLarge, EmptyBatch, InvalidDomain
 
-__all__ = ["entries_of", "normalize_domain", "DomainPlan", "plan_domains", "ipv4_literal"]
+__all__ = ["entries_of", "normalize_domain", "DomainPlan", "plan_domains", "plan_domains_in_turns", "ipv4_literal"]
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # A comment: from a '#' that starts the line or follows a blank (a URL's #fragment stays).
@@ -79,8 +81,23 @@ def entries_of(text: str) -> list[str]:
     return [entry for line in text.splitlines() if (entry := _COMMENT.sub("", line).strip())]
 
 
+# A name already bare, lowercase and ASCII: letters, digits and inner hyphens, two labels
+# or more. When no label has "--" at its third and fourth characters (IDNA's reserved
+# form, "xn--") and the last one does not read as a number, it is its own normal form.
+_PLAIN = re.compile(r"(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)+(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def _is_normal(text: str) -> bool:
+    if len(text) > 253 or not _PLAIN.fullmatch(text):
+        return False
+    labels = text.split(".")
+    return not _IPV4_PART.fullmatch(labels[-1]) and all(label[2:4] != "--" for label in labels)
+
+
 def normalize_domain(entry: str) -> str:
     """A bare, lowercase, ASCII (IDNA) domain from a domain or URL; raises InvalidDomain."""
+    if _is_normal(entry):  # the common case, and every recorded key: nothing to change
+        return entry
     if len(entry) > _MAX_INPUT_CHARS * 4:  # not even stripped: refused unread
         raise InvalidDomain(f"{_shown(entry.strip())} is too long for a domain or URL")
     text = entry.strip()
@@ -137,10 +154,52 @@ class DomainPlan:
     invalid: dict[str, InvalidDomain] = field(default_factory=dict)  # entry -> why
     submitted: int = 0
     duplicates: int = 0
+    _seen: set[str] = field(default_factory=set, repr=False)
 
     @property
     def total(self) -> int:
         return len(self.domains) + len(self.invalid)
+
+    def add(self, entry: str, *, recorded: bool = False) -> None:
+        """One entry: a new domain, a duplicate, or an invalid entry kept with its reason."""
+        self.submitted += 1
+        try:
+            key = normalize_domain(entry)
+            if recorded and key != entry:
+                raise InvalidDomain(f"{_shown(entry)} was recorded as an invalid entry")
+        except InvalidDomain as exc:
+            key = _safe_key(entry)
+            if key in self.invalid:
+                self.duplicates += 1
+            else:
+                exc.attempts = 0  # refused before any fetch
+                self.invalid[key] = exc
+            return
+        if key in self._seen:
+            self.duplicates += 1
+            return
+        self._seen.add(key)
+        self.domains.append(key)
+
+    def check(self, max_batch_size: int) -> DomainPlan:
+        """The plan, unless it is empty (EmptyBatch) or too large (BatchTooLarge)."""
+        if self.total == 0:
+            raise EmptyBatch("the batch has no domains")
+        if self.total > max_batch_size:
+            raise BatchTooLarge(
+                f"the batch has {self.total} distinct domains; the limit is {max_batch_size} "
+                "(SCRAPERSKY_MAX_BATCH_SIZE): split it into several batches"
+            )
+        return self
+
+    def rejected(self) -> list[DomainOutcome]:
+        """Each invalid entry's outcome: failed before any fetch, with the reason found
+        in the entry as it was sent (its key may be an escaped or cut form of it)."""
+        return [
+            DomainOutcome(domain=key, status=DomainStatus.FAILED, attempts=0, error_type=error.error_type,
+                          error=str(error), finished_at=utcnow())
+            for key, error in self.invalid.items()
+        ]
 
     def summary(self) -> dict[str, int]:
         return {
@@ -159,31 +218,23 @@ def plan_domains(entries: list[str], *, max_batch_size: int, recorded: bool = Fa
     stands stays invalid, even when what is left of a cut entry would pass.
     Raises EmptyBatch or BatchTooLarge before any work is done.
     """
-    plan = DomainPlan(submitted=len(entries))
-    seen: set[str] = set()
+    plan = DomainPlan()
     for entry in entries:
-        try:
-            key = normalize_domain(entry)
-            if recorded and key != entry:
-                raise InvalidDomain(f"{_shown(entry)} was recorded as an invalid entry")
-        except InvalidDomain as exc:
-            key = _safe_key(entry)
-            if key in plan.invalid:
-                plan.duplicates += 1
-            else:
-                exc.attempts = 0  # refused before any fetch
-                plan.invalid[key] = exc
-            continue
-        if key in seen:
-            plan.duplicates += 1
-            continue
-        seen.add(key)
-        plan.domains.append(key)
-    if plan.total == 0:
-        raise EmptyBatch("the batch has no domains")
-    if plan.total > max_batch_size:
-        raise BatchTooLarge(
-            f"the batch has {plan.total} distinct domains; the limit is {max_batch_size} "
-            "(SCRAPERSKY_MAX_BATCH_SIZE): split it into several batches"
-        )
-    return plan
+        plan.add(entry, recorded=recorded)
+    return plan.check(max_batch_size)
+
+
+#: Entries normalised between two turns of the event loop (a few milliseconds' work).
+ENTRIES_PER_TURN = 100
+
+
+async def plan_domains_in_turns(entries: list[str], *, max_batch_size: int) -> DomainPlan:
+    """``plan_domains`` on an event loop: ENTRIES_PER_TURN entries at a time, the loop
+    serving its other requests between them, so a large batch holds none of them up for
+    long (a thread would: it and the loop take turns at the interpreter lock)."""
+    plan = DomainPlan()
+    for start in range(0, len(entries), ENTRIES_PER_TURN):
+        for entry in entries[start:start + ENTRIES_PER_TURN]:
+            plan.add(entry)
+        await asyncio.sleep(0)
+    return plan.check(max_batch_size)

@@ -42,6 +42,7 @@ the message. Retry decisions live in one place: ``DomainError.retryable``.
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 __all__ = [
     "ScraperSkyError",
@@ -267,9 +268,14 @@ class BatchSuperseded(BatchFinished):
 
 
 class SubmitFailed(BatchError):
-    """The batch could not be handed to its deployment (Prefect API, deployment name)."""
+    """The batch could not be handed to its deployment (Prefect API, deployment name);
+    ``batch_id`` names the batch the submission created or opened, when it did."""
 
     error_type = "submit_failed"
+
+    def __init__(self, message: str, *, batch_id: UUID | None = None) -> None:
+        super().__init__(message)
+        self.batch_id = batch_id
 
 
 class BatchIdTaken(SubmitFailed):

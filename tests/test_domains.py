@@ -114,3 +114,75 @@ def test_a_domain_list_takes_comments_on_their_own_line_or_after_an_entry(text: 
     from scrapersky.domains import entries_of
 
     assert entries_of(text) == entries
+
+
+def _outcome(entry: str) -> str | tuple[str, str]:
+    try:
+        return normalize_domain(entry)
+    except InvalidDomain as error:
+        return ("invalid", str(error))
+
+
+def test_a_name_already_normal_takes_the_short_way_to_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every string of up to 6 characters over letters, digits, '-', '.' and 'x', and the
+    edges of the rules: the same answer with and without the short way."""
+    import itertools
+
+    import scrapersky.domains
+
+    entries = ["a.com", "ab--c.com", "xn--bcher-kva.de", "xn--abc.de", "a.xn--p1ai", "1.2.3.4", "a.0x1f", "a.077",
+               "a.08", "a.1e", "a.123", "0x7f.0.0.1", "a-.com", "a.com.", "a." + "b" * 63, "a." + "b" * 64,
+               "a." * 126 + "co", "a." * 127 + "co", "localhost", "www.example.co.uk", "under_score.com", "a..b"]
+    entries += ["".join(chars) for n in range(1, 7) for chars in itertools.product("a0-.x", repeat=n)]
+    short = {entry: _outcome(entry) for entry in entries}
+    monkeypatch.setattr(scrapersky.domains, "_is_normal", lambda text: False)
+    assert {entry: _outcome(entry) for entry in entries} == short
+
+
+def test_each_invalid_entry_is_failed_with_the_reason_found_in_it_as_sent() -> None:
+    plan = plan_domains(["\x00x.com", "", "  ", "ok.com"], max_batch_size=10)
+    rejected = {outcome.domain: outcome for outcome in plan.rejected()}
+    assert set(rejected) == {"\\x00x.com", "<empty>"}
+    assert "contains a control character" in rejected["\\x00x.com"].error
+    assert rejected["<empty>"].error == "empty entry"
+    for outcome in rejected.values():
+        assert (outcome.status, outcome.error_type, outcome.attempts) == ("failed", "invalid_domain", 0)
+    # The keys they are recorded under no longer say why: the reason is kept with them.
+    again = plan_domains(plan.domains + list(plan.invalid), max_batch_size=10, recorded=True)
+    assert "control character" not in str(again.invalid["\\x00x.com"])
+
+
+def test_a_batch_planned_in_turns_is_the_same_plan_and_lets_the_loop_serve_others() -> None:
+    """20,000 URLs (none takes the short way): between two turns the loop runs its other
+    tasks, never waiting long for one."""
+    import asyncio
+    import time
+
+    from scrapersky.domains import plan_domains_in_turns
+
+    entries = [f"https://Host-{i}.test/page" for i in range(20_000)] + ["not a domain", "host-1.test"]
+
+    async def planned() -> tuple[object, list[float]]:
+        gaps: list[float] = []
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            while not done.is_set():
+                started = time.monotonic()
+                await asyncio.sleep(0)
+                gaps.append(time.monotonic() - started)
+
+        ticking = asyncio.create_task(ticker())
+        try:
+            return await plan_domains_in_turns(entries, max_batch_size=30_000), gaps
+        finally:
+            done.set()
+            await ticking
+
+    plan, gaps = asyncio.run(planned())
+    expected = plan_domains(entries, max_batch_size=30_000)
+    assert (plan.domains, list(plan.invalid), plan.summary()) == (expected.domains, list(expected.invalid),
+                                                                  expected.summary())
+    assert len(gaps) >= 20_000 // 100 and max(gaps) < 0.1, (len(gaps), max(gaps))
+    with pytest.raises(BatchTooLarge):
+        asyncio.run(plan_domains_in_turns(entries, max_batch_size=100))
