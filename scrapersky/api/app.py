@@ -1,25 +1,34 @@
 """The HTTP service: ``create_app(settings)``, served by ``scrapersky api``.
 
-Every refusal is JSON ``{"error": <stable code>, "detail": <what to do>}`` (the old
-dashboard shows ``detail``); our errors are translated here, at the boundary, by class:
+Every 4xx and 5xx answer is JSON ``{"error": <stable code>, "detail": <what to do>}``
+(the old dashboard shows ``detail``); our errors are translated here, at the boundary,
+by class:
 
     NotAuthenticated          401  (with WWW-Authenticate: Bearer)
     WrongTenant               403
     BatchNotFound             404  (also another tenant's batch)
     BatchIdTaken              409
+    BatchFinished             409  (domains a finished batch never had)
     EmptyBatch, BatchTooLarge 422
     malformed JSON            400
     a field out of its bounds 422  (``errors`` lists each one)
     a body over the cap       413  (before it is parsed: body_limit)
     Busy                      429  (with Retry-After: a crowd is served in turns; nothing recorded)
-    SubmitFailed              503  (Prefect could not be asked; the batch is failed, not left pending)
+    SubmitFailed              503  (Prefect could not be asked; the batch is failed, not left pending;
+                                    ``batch_id`` names it, and ``job_id`` too on /scan)
     the database unreachable  503  (also: no pooled connection free in time)
+    anything unexpected       500  internal_error
+
+Starlette's own refusals keep their status, their code named after it: an unknown
+path is 404 ``not_found``, a wrong method 405 ``method_not_allowed`` (with Allow), a
+body that cannot be read 400 ``bad_request``.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +36,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as NoPooledConnection
 
@@ -49,8 +59,9 @@ from scrapersky.errors import (
 
 from ..client import DEFAULT_DEPLOYMENT
 from ..settings import Settings, current_settings
+from .access_log import redact_access_log
 from .auth import Authenticator
-from .batch_page_scraper import RETRY_AFTER, Service, router
+from .batch_page_scraper import RETRY_AFTER, Service, batch_router
 from .body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from .health import check_health
 from .legacy import ROUTER_PREFIX
@@ -93,9 +104,39 @@ def _refusal(status: int, error: str, detail: str, **extra: Any) -> JSONResponse
 
 
 async def _our_error(request: Request, error: ScraperSkyError) -> JSONResponse:
-    response = _refusal(_status_of(error), error.error_type, str(error))
+    response = _refusal(_status_of(error), error.error_type, str(error), **_batch_named(request, error))
     if isinstance(retry_after := getattr(error, "retry_after", None), int):  # RateLimited's own wait
         response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _batch_named(request: Request, error: ScraperSkyError) -> dict[str, str]:
+    """The batch a refused submission created or opened (SubmitFailed's), so that its
+    caller can read it or submit it again; on /scan also as the job id."""
+    batch_id = error.batch_id if isinstance(error, SubmitFailed) else None
+    if batch_id is None:
+        return {}
+    if request.url.path == f"{ROUTER_PREFIX}/scan":
+        return {"batch_id": str(batch_id), "job_id": str(batch_id)}
+    return {"batch_id": str(batch_id)}
+
+
+async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+    """Starlette's own refusals (an unknown path, a wrong method, a body that cannot be
+    read) in our shape, the code named after the status."""
+    try:
+        code = HTTPStatus(error.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        code = f"http_{error.status_code}"
+    headers = dict(error.headers or {})
+    if error.status_code == 404:
+        detail = "no such route (the routes are listed at /docs)"
+    elif error.status_code == 405:
+        detail = f"{request.method} is not allowed here; allowed: {headers.get('Allow', 'none')}"
+    else:
+        detail = str(error.detail)
+    response = _refusal(error.status_code, code, detail)
+    response.headers.update(headers)
     return response
 
 
@@ -157,9 +198,10 @@ def create_app(
     database = Database(settings.database_url, command_timeout=REQUEST_COMMAND_TIMEOUT)
     app.state.service = Service(settings=settings, database=database, authenticator=authenticator,
                                 deployment=deployment, pool=pool)
-    app.include_router(router)
+    app.include_router(batch_router(settings.max_batch_size))
     app.add_exception_handler(ScraperSkyError, _our_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_down)
     app.add_exception_handler(OSError, _database_down)
     app.add_exception_handler(NoPooledConnection, _database_down)
@@ -167,6 +209,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
     secrets = _secrets(settings)
+    redact_access_log(secrets)
 
     async def health() -> JSONResponse:
         """The service, the database, the Prefect API and a live worker of the work pool,

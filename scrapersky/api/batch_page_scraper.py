@@ -2,8 +2,6 @@
 run of the ``batch-scrape`` deployment (``submit_batch``), read from ``batch_jobs``
 (``get_status``), answered in the old models (``legacy``)."""
 
-from __future__ import annotations
-
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,19 +22,19 @@ from ..settings import Settings
 from .auth import Authenticator, Caller
 from .legacy import (
     ROUTER_PREFIX,
-    BatchRequest,
     BatchResponse,
     BatchStatusResponse,
     JobStatusResponse,
     SitemapScrapingRequest,
     SitemapScrapingResponse,
+    batch_request_model,
     batch_status_response,
     batch_status_url,
     job_status_response,
     job_status_url,
 )
 
-__all__ = ["Service", "router", "SUBMISSIONS_AT_ONCE", "ADMISSION_WAIT"]
+__all__ = ["Service", "batch_router", "SUBMISSIONS_AT_ONCE", "ADMISSION_WAIT"]
 
 #: Submissions served at once (each a few statements and one request to the Prefect
 #: API, which answers them one after another); more wait for a turn ...
@@ -117,21 +115,31 @@ async def _submit(service: Service, caller: Caller, domains: list[str], *, tenan
         )
 
 
-@router.post("/batch", response_model=BatchResponse, summary="Submit a batch of domains")
-async def create_batch(body: BatchRequest, caller: CallerDep, service: ServiceDep) -> BatchResponse:
-    """Register the batch ``pending`` and have a worker run it (a run of the
-    ``batch-scrape`` deployment, the batch id as its idempotency key: the same batch id
-    again is the same batch and the same run)."""
-    tenant_id = _tenant(body.tenant_id, caller)
-    batch_id = await _submit(service, caller, body.domains, tenant_id=tenant_id, batch_id=body.batch_id,
-                             max_pages=body.max_pages, max_concurrent=body.max_concurrent)
-    report = await get_status(batch_id, tenant_id, database=service.database)
-    return BatchResponse(
-        batch_id=str(batch_id),
-        status_url=batch_status_url(batch_id),
-        job_count=report.total_domains,
-        created_at=report.created_at.isoformat() if report.created_at else None,
-    )
+def batch_router(max_batch_size: int) -> APIRouter:
+    """The old router's paths, ``POST /batch`` taking at most ENTRIES_PER_DOMAIN x
+    ``max_batch_size`` entries (more are refused before any entry is read)."""
+    routes = APIRouter()
+    request_model = batch_request_model(max_batch_size)
+
+    @routes.post(f"{ROUTER_PREFIX}/batch", response_model=BatchResponse, tags=["batch_page_scraper"],
+                 summary="Submit a batch of domains")
+    async def create_batch(body: request_model, caller: CallerDep, service: ServiceDep) -> BatchResponse:
+        """Register the batch ``pending`` and have a worker run it (a run of the
+        ``batch-scrape`` deployment, the batch id as its idempotency key: the same batch id
+        again is the same batch and the same run)."""
+        tenant_id = _tenant(body.tenant_id, caller)
+        batch_id = await _submit(service, caller, body.domains, tenant_id=tenant_id, batch_id=body.batch_id,
+                                 max_pages=body.max_pages, max_concurrent=body.max_concurrent)
+        report = await get_status(batch_id, tenant_id, database=service.database)
+        return BatchResponse(
+            batch_id=str(batch_id),
+            status_url=batch_status_url(batch_id),
+            job_count=report.total_domains,
+            created_at=report.created_at.isoformat() if report.created_at else None,
+        )
+
+    routes.include_router(router)
+    return routes
 
 
 @router.get("/batch/{batch_id}/status", response_model=BatchStatusResponse, summary="A batch's status")

@@ -26,15 +26,19 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from scrapersky.db.batches import BatchStatusReport
 
 from ..batch import BatchStatus
+from ..settings import DEFAULT_MAX_BATCH_SIZE
 
 __all__ = [
     "ROUTER_PREFIX",
     "MAX_DOMAIN_CHARS",
+    "ENTRIES_PER_DOMAIN",
+    "MAX_PAGES",
+    "batch_request_model",
     "BatchRequest",
     "BatchResponse",
     "BatchStatusResponse",
@@ -53,6 +57,11 @@ __all__ = [
 ROUTER_PREFIX = "/api/v3/batch_page_scraper"
 #: Longer entries are refused, not recorded (no domain name or homepage URL is this long).
 MAX_DOMAIN_CHARS = 2_048
+#: A request carries at most this many entries for each domain a batch may have
+#: (SCRAPERSKY_MAX_BATCH_SIZE): room for duplicates and invalid entries, no more.
+ENTRIES_PER_DOMAIN = 2
+#: The highest ``max_pages`` accepted (the old API's default; only the homepage is scraped).
+MAX_PAGES = 1_000
 
 DomainEntry = Annotated[str, StringConstraints(max_length=MAX_DOMAIN_CHARS)]
 
@@ -105,6 +114,12 @@ def legacy_domain_entry(entry: dict[str, Any]) -> dict[str, Any]:
     return {**entry, **{key: value for key, value in old.items() if key not in entry or entry[key] is None}}
 
 
+_DOMAINS_DESCRIPTION = (
+    "Domains or homepage URLs to scrape: at most SCRAPERSKY_MAX_BATCH_SIZE distinct domains, and at most"
+    " {entries} entries (twice that limit), each at most %d characters." % MAX_DOMAIN_CHARS
+)
+
+
 class _Legacy(BaseModel):
     # Unknown fields of old clients are accepted and ignored, as the old router did.
     model_config = ConfigDict(extra="ignore")
@@ -114,11 +129,13 @@ class BatchRequest(_Legacy):
     """The old ``POST /batch`` body."""
 
     domains: list[DomainEntry] = Field(
-        ..., description="Domains or homepage URLs to scrape (at most SCRAPERSKY_MAX_BATCH_SIZE).",
+        ..., max_length=ENTRIES_PER_DOMAIN * DEFAULT_MAX_BATCH_SIZE,
+        description=_DOMAINS_DESCRIPTION.format(entries=ENTRIES_PER_DOMAIN * DEFAULT_MAX_BATCH_SIZE),
         examples=[["ok-1.test", "ok-2.test"]],
     )
     max_pages: int = Field(
-        1000, ge=1, description="Recorded in the batch's options; only the homepage is scraped, as before."
+        MAX_PAGES, ge=1, le=MAX_PAGES,
+        description="Recorded in the batch's options; only the homepage is scraped, as before.",
     )
     max_concurrent: int | None = Field(
         None, ge=1, le=256,
@@ -128,6 +145,17 @@ class BatchRequest(_Legacy):
         None, description="The batch id (a UUID; generated when empty). The same id again is the same batch."
     )
     tenant_id: UUID | None = Field(None, description="Must be the token's tenant when given.")
+
+
+def batch_request_model(max_batch_size: int) -> type[BatchRequest]:
+    """``BatchRequest`` taking at most ENTRIES_PER_DOMAIN x ``max_batch_size`` entries: a
+    longer list is refused before any entry is read (pydantic checks a list's length
+    before its items)."""
+    entries = ENTRIES_PER_DOMAIN * max_batch_size
+    domains = Field(..., max_length=entries, description=_DOMAINS_DESCRIPTION.format(entries=entries),
+                    examples=[["ok-1.test", "ok-2.test"]])
+    return create_model("BatchRequest", __base__=BatchRequest, __module__=__name__,
+                        domains=(list[DomainEntry], domains))
 
 
 class BatchResponse(BaseModel):
@@ -165,7 +193,8 @@ class SitemapScrapingRequest(_Legacy):
     """The old ``POST /scan`` body: one domain."""
 
     base_url: DomainEntry = Field(..., description="The domain or homepage URL", examples=["ok-1.test"])
-    max_pages: int = Field(1000, ge=1, description="Recorded in the batch's options; only the homepage is scraped.")
+    max_pages: int = Field(MAX_PAGES, ge=1, le=MAX_PAGES,
+                           description="Recorded in the batch's options; only the homepage is scraped.")
     tenant_id: UUID | None = Field(None, description="Must be the token's tenant when given.")
 
 
