@@ -154,7 +154,8 @@ def test_each_invalid_entry_is_failed_with_the_reason_found_in_it_as_sent() -> N
 
 def test_a_batch_planned_in_turns_is_the_same_plan_and_lets_the_loop_serve_others() -> None:
     """20,000 URLs (none takes the short way): between two turns the loop runs its other
-    tasks, never waiting long for one."""
+    tasks, which never wait for more than a few milliseconds of work (counted in CPU time:
+    a busy machine's pauses are not the plan's)."""
     import asyncio
     import time
 
@@ -168,9 +169,9 @@ def test_a_batch_planned_in_turns_is_the_same_plan_and_lets_the_loop_serve_other
 
         async def ticker() -> None:
             while not done.is_set():
-                started = time.monotonic()
+                started = time.process_time()
                 await asyncio.sleep(0)
-                gaps.append(time.monotonic() - started)
+                gaps.append(time.process_time() - started)
 
         ticking = asyncio.create_task(ticker())
         try:
@@ -183,6 +184,6 @@ def test_a_batch_planned_in_turns_is_the_same_plan_and_lets_the_loop_serve_other
     expected = plan_domains(entries, max_batch_size=30_000)
     assert (plan.domains, list(plan.invalid), plan.summary()) == (expected.domains, list(expected.invalid),
                                                                   expected.summary())
-    assert len(gaps) >= 20_000 // 100 and max(gaps) < 0.1, (len(gaps), max(gaps))
+    assert len(gaps) >= 20_000 // 100 and max(gaps) < 0.05, (len(gaps), max(gaps))
     with pytest.raises(BatchTooLarge):
         asyncio.run(plan_domains_in_turns(entries, max_batch_size=100))
