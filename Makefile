@@ -29,4 +29,4 @@ test: install
 # `make test`. -s: the figures they print (wall time, outcomes, peak RSS, recovery times).
 soak: install
 	bash tests/services.sh
-	$(VENV)/bin/pytest -m soak tests/test_soak.py tests/test_up_crowd.py -s
+	$(VENV)/bin/pytest -m soak tests/test_soak.py tests/test_up_crowd.py tests/test_api_load.py -s
