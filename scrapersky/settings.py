@@ -55,11 +55,11 @@ class Settings(BaseSettings, BatchOptions):
     # Fan-out (see flows/batch_scrape.py): up to this many domains, a task run per
     # domain; above, sub-batch tasks on the task runner below, a few in flight at once.
     task_per_domain_max: int = Field(DEFAULT_TASK_PER_DOMAIN_MAX, ge=0)
-    task_runner: Literal["auto", "threads", "processes", "dask"] = "auto"
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     #: Batches of at most this many entries are submitted to the express lane (a runner
     #: that starts their flow run at once: scrapersky/express.py); 0: none.
     express_max: int = Field(50, ge=0)
+    task_runner: Literal["auto", "threads", "processes", "dask"] = "auto"
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     dask_address: str | None = None
     # Network reach: the operator's, never a run parameter (see scrapersky/web/guard.py).
     connect_to: Annotated[tuple[str, ...], NoDecode] = ()
