@@ -460,7 +460,7 @@ def api(
 ) -> None:
     """Serve the HTTP API (ScraperSky's /api/v3/batch_page_scraper routes; docs at /docs).
 
-    Callers send a bearer token: SCRAPERSKY_API_TOKENS (TOKEN=TENANT_UUID) or a JWT signed
+    Callers send a bearer token: SCRAPERSKY_API_TOKENS (TOKEN=TENANT_UUID[:USER_UUID]) or a JWT signed
     with SCRAPERSKY_JWT_SECRET. Batches run on the deployment's workers (PREFECT_API_URL)."""
     import uvicorn
 

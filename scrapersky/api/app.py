@@ -5,7 +5,8 @@ Every 4xx and 5xx answer is JSON ``{"error": <stable code>, "detail": <what to d
 by class:
 
     NotAuthenticated          401  (with WWW-Authenticate: Bearer)
-    WrongTenant               403
+    WrongTenant, NoTenant,    403  (a JWT's tenants disagree; it names none; its role is not
+    RoleNotAllowed                  one of SCRAPERSKY_JWT_ROLES)
     BatchNotFound             404  (also another tenant's batch)
     BatchIdTaken              409
     BatchFinished             409  (domains a finished batch never had)
@@ -13,7 +14,8 @@ by class:
     malformed JSON            400
     a field out of its bounds 422  (``errors`` lists each one)
     a body over the cap       413  (before it is parsed: body_limit)
-    Busy                      429  (with Retry-After: a crowd is served in turns; nothing recorded)
+    Busy, RateLimited         429  (with Retry-After: a crowd is served in turns; a caller past its
+                                    rate waits; nothing recorded)
     SubmitFailed              503  (Prefect could not be asked; the batch is failed, not left pending;
                                     ``batch_id`` names it, and ``job_id`` too on /scan)
     the database unreachable  503  (also: no pooled connection free in time)
