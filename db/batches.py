@@ -24,7 +24,14 @@ from scrapersky.batch import (
     utcnow,
 )
 from scrapersky.domains import DomainPlan
-from scrapersky.errors import BatchAlreadyRunning, BatchFinished, BatchIdTaken, BatchNotFound, BatchSuperseded
+from scrapersky.errors import (
+    BatchAlreadyRunning,
+    BatchFinished,
+    BatchIdTaken,
+    BatchNotFound,
+    BatchSuperseded,
+    InvalidDomain,
+)
 
 from .models import BatchJob, DomainResult
 from .schema import LEGACY_FILLS, SchemaReport
@@ -229,8 +236,8 @@ async def open_batch(
     is refused: one batch, one run. The batch's domains are recorded (a row each in
     domain_results), so a recovery knows them. Returns the domains this run does not
     fetch: every one with an outcome when the batch is taken up where an earlier run
-    left it (its failures used their retries already); only the completed ones when a
-    batch that had ended is run again (its failures are tried again).
+    left it (its failures used their retries already); only the completed ones (and the
+    invalid entries) when a batch that had ended is run again (its failures are tried again).
     """
     batch_id, tenant_id, domains = batch.batch_id, batch.tenant_id, batch.domains
     await _claim(session, batch_id)
@@ -285,7 +292,9 @@ async def open_batch(
     await _record_domains(session, batch_id, keys - recorded)
     if ended is None or not ended.is_final:
         return set(statuses)
-    return {d for d, entry in statuses.items() if entry.get("status") == DomainStatus.COMPLETED}
+    # An invalid entry stays invalid: its outcome, with the reason found in it as sent, stays too.
+    return {d for d, entry in statuses.items()
+            if entry.get("status") == DomainStatus.COMPLETED or entry.get("error_type") == InvalidDomain.error_type}
 
 
 async def _insert_pending(

@@ -245,3 +245,20 @@ def test_a_refused_resubmission_keeps_the_results_it_had(
     assert farm.hits["ok-2.test"] == 0
     report = status_of(batch_id)
     assert (report.status, report.completed_domains) == ("completed", 1)
+
+
+def test_an_ended_batch_run_again_keeps_the_reasons_of_its_invalid_entries(database: str, farm: Farm) -> None:
+    """Registered with an entry that is not a domain, the batch records the reason found in
+    the entry as sent; run again by its id, the run does not re-read the recorded key (an
+    escaped NUL would then be "Codepoint U+005C")."""
+    from scrapersky.client import register_batch
+
+    batch_id = uuid.uuid4()
+    opts = options(farm, retries=0)
+    asyncio.run(register_batch(["ok-1.test", "\x00x.com", "err500-2.test"], TENANT, batch_id=batch_id, options=opts))
+    for _ in range(2):  # its first run, then the same batch run again by its id
+        batch_scrape(BatchRequest(batch_id=batch_id, tenant_id=TENANT, options=opts), return_state=True)
+        report = status_of(batch_id)
+        assert (report.status, report.completed_domains, report.failed_domains) == ("partial", 1, 2), report
+        assert "contains a control character" in report.domain_statuses["\\x00x.com"]["error"], report.domain_statuses
+    assert farm.hits["err500-2.test"] == 2  # a failure is tried again; the invalid entry never
