@@ -63,6 +63,7 @@ class _Run:
     pid: int
     started: float = field(default_factory=time.monotonic)
     cancelling: bool = False
+    exit_code: int | None = None  # once its process is collected
 
 
 class ExpressRunner:
@@ -184,16 +185,12 @@ class ExpressRunner:
         logger.info("express runner: flow run %s started (pid %d)", flow_run_id, pid)
 
     def _reap(self) -> None:
+        """The runs whose process exited are settled (kept until Prefect could be told)."""
         for pid, run in list(self.runs.items()):
-            try:
-                done, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done, status = pid, 0
-            if done == 0:
+            if run.exit_code is None and not _collect(run):
                 continue
+            self._settle(run, run.exit_code)
             del self.runs[pid]
-            code = os.waitstatus_to_exitcode(status)
-            self._settle(run, code)
 
     def _settle(self, run: _Run, code: int) -> None:
         """A run's process exited: a run it left unfinished is ended as a worker ends one."""
@@ -255,15 +252,20 @@ class ExpressRunner:
         try:
             self._reap()
         except httpx.HTTPError:  # Prefect gone first: the recovery settles these runs
-            for pid in [pid for pid in self.runs if _exited(pid)]:
+            for pid in [pid for pid, run in self.runs.items() if run.exit_code is not None or _collect(run)]:
                 del self.runs[pid]
 
 
-def _exited(pid: int) -> bool:
+def _collect(run: _Run) -> bool:
+    """Whether the run's process has exited (its exit code kept on the run)."""
     try:
-        return os.waitpid(pid, os.WNOHANG)[0] != 0
-    except ChildProcessError:
-        return True
+        done, status = os.waitpid(run.pid, os.WNOHANG)
+    except ChildProcessError:  # collected already: nothing known of how it ended
+        done, status = run.pid, 1 << 8
+    if done == 0:
+        return False
+    run.exit_code = os.waitstatus_to_exitcode(status)
+    return True
 
 
 def _signal(pid: int, signum: int) -> None:
