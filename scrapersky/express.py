@@ -34,7 +34,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
@@ -61,7 +61,6 @@ _FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 class _Run:
     flow_run_id: str
     pid: int
-    started: float = field(default_factory=time.monotonic)
     cancelling: bool = False
     exit_code: int | None = None  # once its process is collected
 
